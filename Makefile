@@ -14,7 +14,7 @@ env: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt setup.py
 	@test -n "$(PYTHON310)" || { echo "error: Python 3.10 not found (tried python3.10 and pyenv); set PYTHON310=/path/to/python3.10" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON310) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<81"
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@

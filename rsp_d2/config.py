@@ -1,0 +1,31 @@
+from detectron2.config import CfgNode as CN
+
+
+def add_rsp_config(cfg):
+    """Add the config keys of the RSP head (and of this project's training recipe) to `cfg`.
+
+    The head itself is selected with ``MODEL.SEM_SEG_HEAD.NAME: "RSPHead"``; it reads the
+    standard keys IN_FEATURES, NUM_CLASSES, CONVS_DIM, NORM, LOSS_WEIGHT and IGNORE_VALUE of
+    MODEL.SEM_SEG_HEAD as well.
+    """
+    rsp = cfg.MODEL.SEM_SEG_HEAD.RSP = CN()
+    # Fusion of each adjacent pair of IN_FEATURES levels, top-down (first entry fuses the two
+    # coarsest levels); each one of "sum" | "rsp" | "self" | "context" (Table IV).
+    # RSP-2 on p2-p5: [rsp, rsp, sum]; RSP-4 on p2-p7: [rsp, rsp, rsp, rsp, sum].
+    rsp.FUSION = ["rsp", "rsp", "sum"]
+    # Side k of the k x k region of the upsampled high-level map each pixel relates to (odd).
+    rsp.KERNEL_SIZE = 7
+    # Spacing of the region's samples; the paper's "-D" models use kernel 3, dilation 3.
+    rsp.DILATION = 1
+    # Factor d by which f_q and f_k reduce the channels (Table V(b)).
+    rsp.REDUCTION = 2
+    # Number of channel groups with their own softmax (the paper uses 1).
+    rsp.NUM_HEADS = 1
+    # Add the projected relative-position embedding f_p(p) to the key (Eq. 3).
+    rsp.POS_EMBEDDING = True
+    # Implementation of the relation: "auto" | "reference" | "chunked" | "triton" | "flex".
+    rsp.IMPL = "auto"
+    # Per-pixel loss: "cross_entropy" or "bootstrapped" (cross entropy over the hardest pixels).
+    rsp.LOSS_TYPE = "cross_entropy"
+    # Fraction of pixels (the hardest ones) kept by the bootstrapped loss.
+    rsp.LOSS_TOP_K = 0.2

@@ -1,0 +1,201 @@
+from typing import Callable, Dict, List, Optional, Union
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+
+from ..layers import FUSIONS, build_fusion
+from .losses import bootstrapped_cross_entropy
+
+__all__ = ["RSPHead"]
+
+_LOSS_TYPES = ("cross_entropy", "bootstrapped")
+
+
+def _check(ok: bool, key: str, value, expected: str):
+    if not ok:
+        raise ValueError(f"RSPHead: {key}={value!r} is invalid: expected {expected}")
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class RSPHead(nn.Module):
+    """The RSP head (Sec. III-B, Fig. 2): a drop-in for Detectron2's ``SemSegFPNHead``.
+
+    Each input level l gets Q_l = ReLU(norm(conv3x3(P_l))). The levels are then aggregated
+    top-down over adjacent pairs, A_top = Q_top and A_l = fuse_l(Q_l, up(A_{l+1})), where
+    ``up`` resizes bilinearly to Q_l's exact size and ``fuse_l`` is the RSP of Eq. 4, the
+    baseline's sum, or an ablation (Table IV). A 1x1 conv predicts the classes on A_lowest,
+    upsampled bilinearly by the lowest level's stride.
+
+    RSP-2 (p2-p5): fusion ["rsp", "rsp", "sum"]; RSP-4 (p2-p7): ["rsp"] * 4 + ["sum"];
+    the baseline uses "sum" everywhere.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        num_classes: int,
+        conv_dims: int,
+        fusion: List[str],
+        kernel_size: int = 7,
+        dilation: int = 1,
+        reduction: int = 2,
+        num_heads: int = 1,
+        pos_embedding: bool = True,
+        impl: str = "auto",
+        norm: Optional[Union[str, Callable]] = None,
+        loss_weight: float = 1.0,
+        ignore_value: int = -1,
+        loss_type: str = "cross_entropy",
+        loss_top_k: float = 1.0,
+    ):
+        """
+        Args:
+            input_shape: the levels the head reads (channels and stride each), any order.
+            num_classes: number of classes to predict.
+            conv_dims: channels C of Q_l and of the fusions.
+            fusion: one of "sum" | "rsp" | "self" | "context" per adjacent pair of levels,
+                top-down (the first entry fuses the two coarsest levels).
+            kernel_size, dilation: the k x k region (odd k) each pixel relates to, Eq. 1.
+            reduction: d, the channel reduction of f_q and f_k.
+            num_heads: channel groups with their own softmax.
+            pos_embedding: add f_p(p) to the key (Eq. 3).
+            impl: implementation of the relation, see :func:`rsp_d2.layers.rse_attention`.
+            norm: normalization after each 3x3 conv ("GN", "BN", "" ...).
+            loss_weight, ignore_value: as in ``SemSegFPNHead``.
+            loss_type: "cross_entropy" or "bootstrapped" (the `loss_top_k` hardest pixels).
+        """
+        super().__init__()
+        levels = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
+        _check(len(levels) >= 1, "MODEL.SEM_SEG_HEAD.IN_FEATURES (input_shape)",
+               list(input_shape), "at least one feature level")
+        self.in_features = [k for k, _ in levels]
+        fusion = list(fusion)
+        _check(len(fusion) == len(levels) - 1, "MODEL.SEM_SEG_HEAD.RSP.FUSION (fusion)", fusion,
+               f"{len(levels) - 1} entries, one per adjacent pair of IN_FEATURES "
+               f"{self.in_features}, top-down")
+        for name in fusion:
+            _check(name in FUSIONS, "MODEL.SEM_SEG_HEAD.RSP.FUSION (fusion)", fusion,
+                   f"entries from {sorted(FUSIONS)}, got {name!r}")
+        uses_relation = any(f != "sum" for f in fusion)
+        if uses_relation:
+            _check(isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1,
+                   "MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE (kernel_size)", kernel_size,
+                   "a positive odd integer")
+            _check(isinstance(dilation, int) and dilation >= 1,
+                   "MODEL.SEM_SEG_HEAD.RSP.DILATION (dilation)", dilation, "a positive integer")
+        if any(f in ("rsp", "self") for f in fusion):
+            _check(reduction >= 1 and conv_dims % reduction == 0,
+                   "MODEL.SEM_SEG_HEAD.RSP.REDUCTION (reduction)", reduction,
+                   f"a divisor of MODEL.SEM_SEG_HEAD.CONVS_DIM={conv_dims}")
+            mid = conv_dims // reduction
+            _check(num_heads >= 1 and mid % num_heads == 0 and conv_dims % num_heads == 0,
+                   "MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS (num_heads)", num_heads,
+                   f"a divisor of both CONVS_DIM={conv_dims} and CONVS_DIM/REDUCTION={mid}")
+        _check(loss_type in _LOSS_TYPES, "MODEL.SEM_SEG_HEAD.RSP.LOSS_TYPE (loss_type)",
+               loss_type, f"one of {_LOSS_TYPES}")
+        _check(0.0 < loss_top_k <= 1.0, "MODEL.SEM_SEG_HEAD.RSP.LOSS_TOP_K (loss_top_k)",
+               loss_top_k, "a fraction in (0, 1]")
+
+        self.common_stride = levels[0][1].stride
+        self.ignore_value = ignore_value
+        self.loss_weight = loss_weight
+        self.loss_type = loss_type
+        self.loss_top_k = loss_top_k
+        self.fusion_names = fusion
+
+        self.lateral = nn.ModuleDict()
+        for name, shape in levels:
+            conv = Conv2d(shape.channels, conv_dims, kernel_size=3, padding=1, bias=not norm,
+                          norm=get_norm(norm, conv_dims), activation=F.relu)
+            weight_init.c2_msra_fill(conv)
+            self.lateral[name] = conv
+        # fusions[i] fuses level i (fine) with level i+1 (coarse); names follow the paper's
+        # "RSP-54" convention, e.g. "p5p4".
+        rse_kwargs = dict(kernel_size=kernel_size, dilation=dilation, reduction=reduction,
+                          num_heads=num_heads, pos_embedding=pos_embedding, impl=impl)
+        self.fusions = nn.ModuleDict()
+        for i, name in enumerate(reversed(fusion)):
+            key = f"{self.in_features[i + 1]}{self.in_features[i]}"
+            self.fusions[key] = build_fusion(name, conv_dims, **rse_kwargs)
+        self.predictor = Conv2d(conv_dims, num_classes, kernel_size=1)
+        weight_init.c2_msra_fill(self.predictor)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        wanted = list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES)
+        missing = [f for f in wanted if f not in input_shape]
+        if missing:
+            raise ValueError(
+                f"RSPHead: MODEL.SEM_SEG_HEAD.IN_FEATURES={wanted} names {missing}, which the "
+                f"backbone ({cfg.MODEL.BACKBONE.NAME}) does not produce; it produces "
+                f"{sorted(input_shape)}. For p6/p7 use MODEL.BACKBONE.NAME: "
+                f"build_resnet_fpn_p2p7_backbone.")
+        rsp = cfg.MODEL.SEM_SEG_HEAD.RSP
+        return {
+            "input_shape": {k: input_shape[k] for k in wanted},
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "conv_dims": cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM,
+            "fusion": list(rsp.FUSION),
+            "kernel_size": rsp.KERNEL_SIZE,
+            "dilation": rsp.DILATION,
+            "reduction": rsp.REDUCTION,
+            "num_heads": rsp.NUM_HEADS,
+            "pos_embedding": rsp.POS_EMBEDDING,
+            "impl": rsp.IMPL,
+            "norm": cfg.MODEL.SEM_SEG_HEAD.NORM,
+            "loss_weight": cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT,
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "loss_type": rsp.LOSS_TYPE,
+            "loss_top_k": rsp.LOSS_TOP_K if rsp.LOSS_TYPE == "bootstrapped" else 1.0,
+        }
+
+    def forward(self, features: Dict[str, torch.Tensor], targets: Optional[torch.Tensor] = None):
+        """
+        Args:
+            features: level name -> (N, C_in, H_l, W_l), e.g. the FPN outputs p2..p7.
+            targets: (N, H, W) long labels at the padded input size, for training.
+
+        Returns:
+            training: (None, {"loss_sem_seg": loss}); inference: ((N, K, H, W) logits at
+            the lowest level's size times its stride, i.e. the padded input size, {}).
+        """
+        x = self.layers(features)
+        if self.training:
+            return None, self.losses(x, targets)
+        x = F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)
+        return x, {}
+
+    def aggregate(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
+        """The aggregated maps A_l, finest first: [(N, C, H_l, W_l) for each level]."""
+        q = [self.lateral[f](features[f]) for f in self.in_features]
+        out = [q[-1]]
+        for i in range(len(q) - 2, -1, -1):
+            z = F.interpolate(out[0], size=q[i].shape[-2:], mode="bilinear", align_corners=False)
+            key = f"{self.in_features[i + 1]}{self.in_features[i]}"
+            out.insert(0, self.fusions[key](q[i], z))
+        return out
+
+    def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, K, H_lowest, W_lowest) logits before upsampling."""
+        return self.predictor(self.aggregate(features)[0])
+
+    def losses(self, predictions: torch.Tensor, targets: torch.Tensor):
+        if targets is None:
+            raise ValueError("RSPHead: training needs targets (N, H, W) of semantic labels")
+        predictions = predictions.float()  # cross entropy in float32 under AMP
+        predictions = F.interpolate(predictions, scale_factor=self.common_stride,
+                                    mode="bilinear", align_corners=False)
+        if self.loss_type == "bootstrapped":
+            loss = bootstrapped_cross_entropy(predictions, targets, self.ignore_value, self.loss_top_k)
+        else:
+            loss = F.cross_entropy(predictions, targets, reduction="mean",
+                                   ignore_index=self.ignore_value)
+        return {"loss_sem_seg": loss * self.loss_weight}
