@@ -2,8 +2,9 @@
 
 Per image the polygons json is written first and every label image is derived from it with
 cityscapesscripts' own converters, as the real dataset was: ``json2labelImg`` for
-``_labelIds.png`` and ``_color.png``, ``json2instanceImg`` for ``_instanceIds.png`` and, over the
-whole tree, ``createTrainIdLabelImgs`` for ``_labelTrainIds.png``.
+``_labelIds.png`` and ``_color.png``, ``json2instanceImg.createInstanceImage`` for
+``_instanceIds.png`` and, over the whole tree, ``createTrainIdLabelImgs`` for
+``_labelTrainIds.png``.
 """
 import contextlib
 import io
@@ -68,7 +69,8 @@ def _file_stem(split, index, num_images):
 
 
 def _write_image(out_dir, split, index, num_images, seed):
-    from cityscapesscripts.preparation.json2instanceImg import json2instanceImg
+    from cityscapesscripts.helpers.annotation import Annotation
+    from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
     from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
     rng = np.random.default_rng([seed, _DATASET_SALT, ("train", "val").index(split), index])
@@ -97,7 +99,12 @@ def _write_image(out_dir, split, index, num_images, seed):
     base = os.path.join(gt_dir, f"{stem}_gtFine_")
     json2labelImg(json_path, base + "labelIds.png", "ids")
     json2labelImg(json_path, base + "color.png", "color")
-    json2instanceImg(json_path, base + "instanceIds.png", "ids")
+    # json2instanceImg saves PIL mode "I", which Pillow 13 can no longer write as PNG; the same
+    # image saved as uint16 gives the identical 16-bit PNG of the real dataset.
+    annotation = Annotation()
+    annotation.fromJsonFile(json_path)
+    instance_ids = np.asarray(createInstanceImage(annotation, "ids"), dtype=np.int64)
+    Image.fromarray(instance_ids.astype(np.uint16)).save(base + "instanceIds.png")
 
 
 @contextlib.contextmanager

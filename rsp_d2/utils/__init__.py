@@ -1,0 +1,1 @@
+"""Tools shared by the scripts in tools/ (FLOPs, benchmarks)."""

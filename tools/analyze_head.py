@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Multiply-adds and parameters of a config's semantic head (backbone and FPN excluded).
+
+    python tools/analyze_head.py --config-file configs/cityscapes/rsp4_R50.yaml
+    python tools/analyze_head.py --paper-tables [--json out.json]
+"""
+import argparse
+import json
+import os
+import sys
+
+from rsp_d2.utils.flops import count_head
+from rsp_d2.utils.paper_tables import (
+    FLOPS_TOLERANCE_G,
+    format_rows,
+    load_config,
+    reproduce_rows,
+)
+
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", help="config whose head to analyze")
+    p.add_argument("--input-size", nargs=2, type=int, default=[1024, 2048], metavar=("H", "W"))
+    p.add_argument("--paper-tables", action="store_true",
+                   help="reproduce Tables I, IV, V(a), V(b) and VI of the paper")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    args = p.parse_args(argv)
+    if bool(args.config_file) == bool(args.paper_tables):
+        p.error("give exactly one of --config-file and --paper-tables")
+    h, w = args.input_size
+
+    if args.config_file:
+        r = count_head(load_config(args.config_file), h, w)
+        print(f"{args.config_file} at {h}x{w}: head {r['flops'] / 1e9:.3f} GFLOPs (multiply-adds), "
+              f"{r['params'] / 1e6:.3f} M parameters")
+        for name, f in r["by_module"].items():
+            print(f"  {name:10s} {f / 1e9:8.3f} G")
+        result, bad = r, []
+    else:
+        result = reproduce_rows(CONFIGS, height=h, width=w,
+                                progress=lambda row: print(f"counting {row.config}", file=sys.stderr))
+        print(f"Head FLOPs (multiply-adds) at {h}x{w}, tolerance {FLOPS_TOLERANCE_G}G")
+        print(format_rows(result))
+        bad = [r for r in result if not r["within_tolerance"] and not r["contradiction"]]
+        if bad:
+            print(f"\n{len(bad)} row(s) outside tolerance: {[r['config'] for r in bad]}")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, args.json)  # never leave a half-written file behind
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
