@@ -1,4 +1,5 @@
 """The synthetic datasets, validated with the official tools of each format."""
+
 import copy
 import glob
 import json
@@ -90,7 +91,9 @@ def test_cityscapes_label_images_agree(synthetic_root):
         inst = _png(path.replace("labelIds", "instanceIds")).astype(np.int64)
         assert ids.dtype == np.uint8 and ids.shape == CITYSCAPES_IMAGE_SIZE
         np.testing.assert_array_equal(np.where(inst >= 1000, inst // 1000, inst), ids)
-        np.testing.assert_array_equal(_png(path.replace("labelIds", "labelTrainIds")), to_train[ids])
+        np.testing.assert_array_equal(
+            _png(path.replace("labelIds", "labelTrainIds")), to_train[ids]
+        )
         color = _png(path.replace("labelIds", "color"))
         np.testing.assert_array_equal(color[..., :3], to_color[ids])
 
@@ -199,6 +202,7 @@ def test_panoptic_png_matches_segments_info(synthetic_root):
         for ann in pan["annotations"]:
             ids = _pan_ids(coco / f"panoptic_{split}" / ann["file_name"])
             segs = {s["id"]: s for s in ann["segments_info"]}
+            assert len(segs) == len(ann["segments_info"])  # unique ids
             assert set(np.unique(ids).tolist()) - {0} == set(segs)
             for sid, seg in segs.items():
                 mask = ids == sid
@@ -221,7 +225,9 @@ def test_instances_json_agrees_with_panoptic(synthetic_root):
         for ann in pan["annotations"]:
             ids = _pan_ids(coco_dir / f"panoptic_{split}" / ann["file_name"])
             things = [s for s in ann["segments_info"] if s["category_id"] in thing_ids]
-            insts = sorted(api.loadAnns(api.getAnnIds(imgIds=ann["image_id"])), key=lambda a: a["id"])
+            insts = sorted(
+                api.loadAnns(api.getAnnIds(imgIds=ann["image_id"])), key=lambda a: a["id"]
+            )
             assert len(insts) == len(things)  # written in the same order
             for inst, seg in zip(insts, things):
                 assert inst["category_id"] == seg["category_id"] and inst["iscrowd"] == 0
@@ -267,10 +273,11 @@ def test_panoptic_stuff_pngs(synthetic_root):
 
 # ---------------------------------------------------------------- Detectron2's builtin loaders
 
-_LOADER_SCRIPT = textwrap.dedent(
-    """
+_LOADER_SCRIPT = textwrap.dedent("""
     import json, sys
     from detectron2.data import DatasetCatalog, MetadataCatalog
+    def str_keys(d):
+        return {str(k): v for k, v in d.items()}
     out = {}
     for name in sys.argv[1:]:
         dicts = DatasetCatalog.get(name)
@@ -279,14 +286,13 @@ _LOADER_SCRIPT = textwrap.dedent(
             "dicts": dicts,
             "stuff_classes": meta.stuff_classes,
             "thing_classes": meta.thing_classes,
-            "stuff_map": {str(k): v for k, v in meta.get("stuff_dataset_id_to_contiguous_id", {}).items()},
-            "thing_map": {str(k): v for k, v in meta.get("thing_dataset_id_to_contiguous_id", {}).items()},
+            "stuff_map": str_keys(meta.get("stuff_dataset_id_to_contiguous_id", {})),
+            "thing_map": str_keys(meta.get("thing_dataset_id_to_contiguous_id", {})),
             "ignore_label": meta.ignore_label,
             "evaluator_type": meta.evaluator_type,
         }
     print(json.dumps(out, default=str))
-    """
-)
+    """)
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +344,10 @@ def test_detectron2_loads_coco_panoptic_separated(builtin_dicts):
         n_ann = 0
         for d in got["dicts"]:
             assert os.path.isfile(d["file_name"]) and os.path.isfile(d["sem_seg_file_name"])
-            assert os.path.basename(d["sem_seg_file_name"])[:-4] == os.path.basename(d["file_name"])[:-4]
+            assert (
+                os.path.basename(d["sem_seg_file_name"])[:-4]
+                == os.path.basename(d["file_name"])[:-4]
+            )
             assert Image.open(d["file_name"]).size == (d["width"], d["height"])
             for a in d["annotations"]:
                 assert 0 <= a["category_id"] < 4  # contiguous ids of person/bicycle/car/motorcycle

@@ -7,6 +7,7 @@
 Writes ROOT/cityscapes and ROOT/coco crash-safely; re-running with the same arguments is a fast
 no-op, other arguments regenerate. All logic lives in ``rsp_d2.data.synthetic``.
 """
+
 import argparse
 import os
 import time
@@ -34,7 +35,11 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         done = generate_datasets(
-            args.root, seed=args.seed, num_train=args.num_train, num_val=args.num_val, only=args.only
+            args.root,
+            seed=args.seed,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            only=args.only,
         )
     except FileExistsError as e:
         parser.exit(1, f"error: {e}\n")
@@ -43,7 +48,8 @@ def main(argv=None):
         n_val = args.num_val or DEFAULT_SIZES[name][1]
         state = "generated" if built else "already complete, left as is"
         print(f"{os.path.join(args.root, name)}: {n_train} train + {n_val} val images, {state}")
-    print(f"done in {time.perf_counter() - start:.1f}s; use DETECTRON2_DATASETS={os.path.abspath(args.root)}")
+    elapsed = time.perf_counter() - start
+    print(f"done in {elapsed:.1f}s; use DETECTRON2_DATASETS={os.path.abspath(args.root)}")
 
 
 if __name__ == "__main__":

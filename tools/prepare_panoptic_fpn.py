@@ -10,6 +10,7 @@ categories -> 1..53 in COCO_CATEGORIES order, unlabeled -> 255, one PNG per pano
     python tools/prepare_panoptic_fpn.py --panoptic-json coco/annotations/panoptic_val2017.json \\
         --panoptic-root coco/panoptic_val2017 --output-dir coco/panoptic_stuff_val2017
 """
+
 import argparse
 import os
 

@@ -1,5 +1,7 @@
 """Dataset code for rsp_d2: data preparation and the synthetic stand-ins for Cityscapes and COCO.
 
-Kept free of heavy imports on purpose: ``import rsp_d2.data`` must not pull in detectron2's
-builtin dataset registration (which freezes ``DETECTRON2_DATASETS`` at import time).
+Imports nothing itself; use the submodules (``rsp_d2.data.panoptic_fpn``,
+``rsp_d2.data.synthetic``). Note that ``import rsp_d2`` already imports ``detectron2.data``, which
+registers the builtin datasets under ``$DETECTRON2_DATASETS`` as it is at that moment.
 """
+from .mapper import RSPSemanticDatasetMapper, build_train_mapper  # noqa: F401

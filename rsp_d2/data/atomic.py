@@ -5,6 +5,7 @@ POSIX within one filesystem). Directories are built in a hidden sibling and rena
 only after their completion marker has been written, so a killed run leaves at most a hidden
 ``.<name>.tmp-<pid>`` directory that no loader lists and no later run mistakes for a dataset.
 """
+
 import io
 import json
 import os
@@ -75,14 +76,13 @@ def _pid_alive(pid):
 
 
 def _remove_stale_builds(parent, base):
-    """Delete ``.<base>.tmp-<pid>`` leftovers of killed runs (their process no longer exists)."""
-    prefix = f".{base}.tmp-"
+    """Delete ``.<base>.tmp-<pid>`` / ``.<base>.old-<pid>`` leftovers of killed runs (those
+    whose process no longer exists; a live one may be a concurrent run)."""
     for name in os.listdir(parent):
-        if not name.startswith(prefix):
-            continue
-        pid = name[len(prefix):]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        for prefix in (f".{base}.tmp-", f".{base}.old-"):
+            pid = name[len(prefix) :] if name.startswith(prefix) else ""
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 def publish_directory(final_dir, marker, build):

@@ -11,6 +11,7 @@ single-channel uint8 PNG per panoptic PNG, with the same file name, holding
 
 Unlike the original, malformed input is an error naming the file rather than a silent 255.
 """
+
 import functools
 import json
 import multiprocessing
@@ -88,7 +89,9 @@ def panoptic_to_semantic(panoptic_rgb, segments_info, id_map, where="panoptic PN
     known = lut_ids[pos] == pan
     if not known.all():
         missing = sorted(int(i) for i in np.unique(pan[~known]))
-        raise ValueError(f"{where}: segment ids {missing[:10]} are in the PNG but not in segments_info")
+        raise ValueError(
+            f"{where}: segment ids {missing[:10]} are in the PNG but not in segments_info"
+        )
     return lut_values[pos]
 
 

@@ -130,8 +130,9 @@ def rse_relation_weights(query, key, pos=None, kernel_size=7, dilation=1, num_he
     logits = torch.einsum("bgmij,bgmkij->bgkij", q, keys)
     logits = logits.masked_fill(~_border_mask(h, w, kernel_size, dilation, query.device),
                                 float("-inf"))
-    # Softmax in float32: half-precision exp over 49 logits loses the small weights.
-    return logits.float().softmax(dim=2).to(query.dtype)
+    # Softmax at least in float32: half-precision exp over 49 logits loses the small weights.
+    acc = torch.promote_types(query.dtype, torch.float32)
+    return logits.softmax(dim=2, dtype=acc).to(query.dtype)
 
 
 def _rse_reference(query, key, value, pos, kernel_size, dilation, num_heads):

@@ -5,6 +5,7 @@ builtin ``cityscapes_fine_sem_seg_{train,val}`` and ``coco_2017_{train,val}_pano
 load them unchanged with ``DETECTRON2_DATASETS=root``. Street scenes are procedural and
 textured; telling ``rider`` from ``person`` needs context (see ``scenes``).
 """
+
 from .cityscapes import (
     CITYSCAPES_IMAGE_SIZE,
     cityscapes_train_classes,

@@ -6,6 +6,7 @@ cityscapesscripts' own converters, as the real dataset was: ``json2labelImg`` fo
 ``_instanceIds.png`` and, over the whole tree, ``createTrainIdLabelImgs`` for
 ``_labelTrainIds.png``.
 """
+
 import contextlib
 import io
 import json

@@ -2,6 +2,7 @@
 ``COCO_CATEGORIES`` (real ids, names, isthing) plus COCO's supercategories, which Detectron2
 does not carry.
 """
+
 __all__ = ["all_categories", "category_by_name", "instances_categories", "panoptic_categories"]
 
 _THING_SUPER = {
@@ -57,7 +58,12 @@ def all_categories():
 def panoptic_categories():
     """The 133 categories of ``panoptic_{split}2017.json`` (80 things, 53 stuff)."""
     return [
-        {"supercategory": _supercategory(c), "isthing": c["isthing"], "id": c["id"], "name": c["name"]}
+        {
+            "supercategory": _supercategory(c),
+            "isthing": c["isthing"],
+            "id": c["id"],
+            "name": c["name"],
+        }
         for c in all_categories()
     ]
 

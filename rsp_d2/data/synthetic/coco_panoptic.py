@@ -7,9 +7,11 @@ encoding; stuff segments use real ids such as road/sky-other-merged/grass-merged
 ``panoptic_stuff_<split>/*.png`` made by ``rsp_d2.data.panoptic_fpn`` (the converter behind
 ``tools/prepare_panoptic_fpn.py``).
 
-The instance polygons trace the visible pixels of the panoptic segments exactly (pycocotools
-rasterises them back to the same mask), so Panoptic FPN's two branches see one ground truth.
+The instance polygons trace the visible pixels of the panoptic segments (pycocotools rasterises
+them back to the same mask; scenes keep thing masks free of holes, which polygons could not
+express), so Panoptic FPN's two branches see one ground truth.
 """
+
 import os
 
 import cv2
@@ -201,7 +203,9 @@ def _write_split(out_dir, split, count, seed):
         dict(common, annotations=inst_anns, categories=instances_categories()),
     )
     pan_json = os.path.join(ann_dir, f"panoptic_{split}.json")
-    write_json_atomic(pan_json, dict(common, annotations=pan_anns, categories=panoptic_categories()))
+    write_json_atomic(
+        pan_json, dict(common, annotations=pan_anns, categories=panoptic_categories())
+    )
     convert_panoptic_json(pan_json, pan_dir, os.path.join(out_dir, f"panoptic_stuff_{split}"))
 
 

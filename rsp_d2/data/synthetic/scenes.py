@@ -11,6 +11,7 @@ motorcycle drawn just before it; a person stands apart, separated from every oth
 margin, so no person pixel touches a two-wheeler. Telling the two apart requires seeing beyond
 the figure itself.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -193,8 +194,8 @@ def _background(rng, ground, poles):
             objs.append(SceneObject("building", _poly(pts, H, W), style=_seed(rng)))
             first = False
         x += bw
-    objs.append(SceneObject("sidewalk", _poly([(0, hz), (W - 1, hz), (W - 1, H - 1), (0, H - 1)], H, W),
-                            style=_seed(rng)))  # fmt: skip
+    ground_rect = [(0, hz), (W - 1, hz), (W - 1, H - 1), (0, H - 1)]
+    objs.append(SceneObject("sidewalk", _poly(ground_rect, H, W), style=_seed(rng)))
     for side in (-1, 1):
         if rng.random() < 0.5:
             objs.append(SceneObject("terrain", _terrain_wedge(rng, ground, side), style=_seed(rng)))
@@ -258,7 +259,12 @@ def _tree(rng, ground):
     trunk_h = (0.12 + 0.5 * d) * H * rng.uniform(0.7, 1.1)
     crown_r = (0.06 + 0.25 * d) * H * rng.uniform(0.8, 1.2)
     cy = y - trunk_h - 0.5 * crown_r
-    trunk = [(x - trunk_w / 2, y), (x - trunk_w / 2, cy), (x + trunk_w / 2, cy), (x + trunk_w / 2, y)]
+    trunk = [
+        (x - trunk_w / 2, y),
+        (x - trunk_w / 2, cy),
+        (x + trunk_w / 2, cy),
+        (x + trunk_w / 2, y),
+    ]
     angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
     radii = crown_r * rng.uniform(0.75, 1.1, size=angles.size)
     crown = [(x + r * np.cos(a), cy + 0.85 * r * np.sin(a)) for a, r in zip(angles, radii)]

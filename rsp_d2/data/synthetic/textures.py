@@ -5,6 +5,7 @@ vegetation and terrain share greens and differ by structure, car bodies take any
 ``person`` and ``rider`` use the same texture function and the same random draws: their
 appearance distributions are identical by construction.
 """
+
 import cv2
 import numpy as np
 
@@ -57,7 +58,9 @@ def _building(rng, h, w, obj, origin):
     rows = ((np.arange(h) - oy) % sy < wy) & (np.arange(h) >= oy)
     cols = (np.arange(w) - ox) % sx < wx
     windows = rows[:, None] & cols[None, :]
-    glass = _jitter(rng, (55, 70, 95), 15) + np.linspace(25, -10, h, dtype=np.float32)[:, None, None]
+    glass = (
+        _jitter(rng, (55, 70, 95), 15) + np.linspace(25, -10, h, dtype=np.float32)[:, None, None]
+    )
     img = np.where(windows[..., None], glass + np.zeros_like(img), img)
     return img + _fine_noise(rng, h, w, 5)
 
@@ -95,9 +98,11 @@ def _terrain(rng, h, w, obj, origin):
 
 def _pole(rng, h, w, obj, origin):
     shade = np.cos(np.linspace(-1.3, 1.3, w, dtype=np.float32))[None, :, None]
-    return _jitter(rng, (rng.uniform(90, 160),) * 3, 8) * (0.6 + 0.5 * shade) + np.zeros(
-        (h, 1, 1), np.float32
-    ) + _fine_noise(rng, h, w, 3)
+    return (
+        _jitter(rng, (rng.uniform(90, 160),) * 3, 8) * (0.6 + 0.5 * shade)
+        + np.zeros((h, 1, 1), np.float32)
+        + _fine_noise(rng, h, w, 3)
+    )
 
 
 _SIGNS = ((30, 70, 170), (200, 40, 40), (235, 200, 40), (240, 240, 240))
@@ -130,8 +135,10 @@ def _car(rng, h, w, obj, origin):
     paint = _jitter(rng, _pick(rng, _CAR_PAINT), 12)
     img = _fill(h, w, paint) * np.linspace(1.15, 0.8, h, dtype=np.float32)[:, None, None]
     glass_rows = (np.arange(h) > 0.08 * h) & (np.arange(h) < 0.4 * h)
-    glass_cols = (np.arange(w) > 0.3 * w) & (np.arange(w) < 0.72 * w) & (
-        np.abs(np.arange(w) - 0.52 * w) > 0.02 * w
+    glass_cols = (
+        (np.arange(w) > 0.3 * w)
+        & (np.arange(w) < 0.72 * w)
+        & (np.abs(np.arange(w) - 0.52 * w) > 0.02 * w)
     )
     glass = glass_rows[:, None] & glass_cols[None, :]
     img[glass] = _jitter(rng, (45, 55, 70), 10)
@@ -181,7 +188,9 @@ def _figure(rng, h, w, obj, origin):
         shirt_img = np.where(stripes[:, None, None], shirt, shirt * 0.6)
     else:
         shirt_img = np.broadcast_to(shirt, (h, 1, 3))
-    img = np.where((v < 0.19)[..., None], skin, np.where((v < 0.57)[..., None], shirt_img, trousers))
+    img = np.where(
+        (v < 0.19)[..., None], skin, np.where((v < 0.57)[..., None], shirt_img, trousers)
+    )
     img = img + np.zeros((1, w, 1), np.float32)
     img *= (0.8 + 0.4 * _smooth_noise(rng, h, w, 4))[..., None]
     return img + _fine_noise(rng, h, w, 5)

@@ -1,0 +1,184 @@
+"""RSPHead, the P2-P7 backbone and the configs, inside Detectron2's meta-architectures."""
+import glob
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone, build_model, build_sem_seg_head
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from rsp_d2.modeling import RSPHead
+from rsp_d2.utils.paper_tables import load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"),
+                                                recursive=True)
+    if not os.path.basename(p).startswith("Base-") and "/demo/" not in p)
+
+
+def small_cfg(path, **overrides):
+    """`path`'s config with a ResNet-18 trunk: the head under test is unchanged, the test fast."""
+    cfg = load_config(os.path.join(REPO, path)).clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    for k, v in overrides.items():
+        node = cfg
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return cfg
+
+
+def _batch(h, w, num_classes, with_instances):
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, h, w), generator=g).float()
+    sem_seg = torch.randint(0, num_classes, (h, w), generator=g)
+    sem_seg[:10] = 255  # ignored rows
+    item = {"image": image, "height": h, "width": w, "sem_seg": sem_seg}
+    if with_instances:
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.tensor([[20.0, 30.0, 150.0, 200.0]]))
+        inst.gt_classes = torch.tensor([0])
+        masks = torch.zeros(1, h, w, dtype=torch.bool)
+        masks[:, 30:200, 20:150] = True
+        inst.gt_masks = BitMasks(masks)
+        item["instances"] = inst
+    return item
+
+
+def test_configs_found():
+    assert len(CONFIGS) >= 35, CONFIGS
+    assert "configs/panoptic_rsp4.yaml" in CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_config_trains_and_infers_on_odd_size(path):
+    torch.manual_seed(0)
+    cfg = small_cfg(path)
+    model = build_model(cfg)
+    panoptic = cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    item = _batch(333, 517, num_classes, panoptic)
+    model.train()
+    with EventStorage(0):
+        losses = model([item])
+    loss = losses["loss_sem_seg"]
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    head = model.sem_seg_head
+    grads = {n: p.grad for n, p in head.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), path
+    if isinstance(head, RSPHead):
+        fusions = cfg.MODEL.SEM_SEG_HEAD.RSP.FUSION
+        relation = [n for n in grads if ".rse." in n]
+        assert (len(relation) > 0) == any(f in ("rsp", "self") for f in fusions)
+        assert all(grads[n].abs().sum() > 0 for n in relation if not n.endswith(".pos.bias"))
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": item["image"], "height": 333, "width": 517}])[0]
+    assert out["sem_seg"].shape == (num_classes, 333, 517)
+    assert torch.isfinite(out["sem_seg"]).all()
+    if panoptic:
+        assert "panoptic_seg" in out and "instances" in out
+
+
+def _features(shapes, h, w, c=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {n: torch.randn(1, c, -(-h // s.stride), -(-w // s.stride), generator=g)
+            for n, s in shapes.items()}
+
+
+def _shapes(names, c=8):
+    return {n: ShapeSpec(channels=c, stride=2 ** int(n[1:])) for n in names}
+
+
+def test_head_topdown_is_the_papers():
+    """A_top = Q_top, A_l = fuse(Q_l, up(A_{l+1})) with up resizing to Q_l's exact size."""
+    torch.manual_seed(0)
+    shapes = _shapes(["p2", "p3", "p4"])
+    head = RSPHead(shapes, num_classes=5, conv_dims=32, fusion=["rsp", "sum"], kernel_size=3,
+                   norm="GN", impl="reference").eval()
+    feats = _features(shapes, 68, 92)
+    feats["p4"] = feats["p4"][:, :, :5, :5]  # not a multiple: resizing must cope
+    q = {n: head.lateral[n](feats[n]) for n in ("p2", "p3", "p4")}
+
+    def up(t, ref):
+        return F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+    a3 = q["p3"] + head.fusions["p4p3"].rse(q["p3"], up(q["p4"], q["p3"]))
+    a2 = q["p2"] + up(a3, q["p2"])
+    with torch.no_grad():
+        torch.testing.assert_close(head.layers(feats), head.predictor(a2))
+        logits, extra = head(feats)
+    assert extra == {} and logits.shape == (1, 5, 68, 92)  # upsampled by the lowest stride
+    assert isinstance(head.fusions["p3p2"], torch.nn.Module) and not list(head.fusions["p3p2"].parameters())
+
+
+def test_head_loss_contract():
+    torch.manual_seed(0)
+    shapes = _shapes(["p2", "p3"])
+    kw = dict(num_classes=4, conv_dims=8, fusion=["rsp"], kernel_size=3, ignore_value=255)
+    head = RSPHead(shapes, loss_weight=1.0, **kw)
+    feats = _features(shapes, 32, 40)
+    targets = torch.randint(0, 4, (1, 32, 40))
+    targets[:, :8] = 255
+    _, losses = head.train()(feats, targets)
+    logits = F.interpolate(head.layers(feats), scale_factor=4, mode="bilinear", align_corners=False)
+    expected = F.cross_entropy(logits, targets, ignore_index=255)
+    torch.testing.assert_close(losses["loss_sem_seg"], expected)
+    half = RSPHead(shapes, loss_weight=0.5, **kw)
+    half.load_state_dict(head.state_dict())
+    torch.testing.assert_close(half(feats, targets)[1]["loss_sem_seg"], 0.5 * expected)
+
+    boot = RSPHead(shapes, loss_type="bootstrapped", loss_top_k=0.25, **kw)
+    boot.load_state_dict(head.state_dict())
+    per_pixel = F.cross_entropy(logits, targets, ignore_index=255, reduction="none")[targets != 255]
+    k = round(0.25 * per_pixel.numel())
+    torch.testing.assert_close(boot(feats, targets)[1]["loss_sem_seg"], per_pixel.topk(k).values.mean())
+    assert boot(feats, targets)[1]["loss_sem_seg"] > expected
+
+
+def test_p2p7_backbone_shapes_and_divisibility():
+    cfg = small_cfg("configs/cityscapes/rsp4_R50.yaml")
+    backbone = build_backbone(cfg)
+    shapes = backbone.output_shape()
+    assert {n: s.stride for n, s in shapes.items()} == {f"p{l}": 2 ** l for l in range(2, 8)}
+    assert backbone.size_divisibility == 128
+    plain = build_backbone(small_cfg("configs/cityscapes/rsp2_R50.yaml"))
+    assert plain.size_divisibility == 32  # Detectron2's FPN: why P2-P7 needs its own
+    with torch.no_grad():
+        feats = backbone(torch.randn(1, 3, 256, 384))  # 224 x 320 padded to 128
+    for l in range(2, 8):
+        assert feats[f"p{l}"].shape == (1, cfg.MODEL.FPN.OUT_CHANNELS, 256 >> l, 384 >> l)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 224, 320) * 255}])[0]["sem_seg"]
+    assert out.shape == (19, 224, 320)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("MODEL.SEM_SEG_HEAD.RSP.FUSION", ["rsp", "sum"],
+     r"MODEL.SEM_SEG_HEAD.RSP.FUSION \(fusion\)=\['rsp', 'sum'\] is invalid: expected 3 entries"),
+    ("MODEL.SEM_SEG_HEAD.RSP.FUSION", ["rsp", "concat", "sum"],
+     r"FUSION \(fusion\)=.*expected entries from \['context', 'rsp', 'self', 'sum'\], got 'concat'"),
+    ("MODEL.SEM_SEG_HEAD.IN_FEATURES", ["p2", "p3", "p4", "p5", "p6", "p7"],
+     r"IN_FEATURES=.* names \['p7'\], which the backbone .* build_resnet_fpn_p2p7_backbone"),
+    ("MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE", 4, r"KERNEL_SIZE \(kernel_size\)=4 is invalid: expected a positive odd"),
+    ("MODEL.SEM_SEG_HEAD.RSP.REDUCTION", 3, r"REDUCTION \(reduction\)=3 is invalid: expected a divisor of .*CONVS_DIM=128"),
+    ("MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS", 3, r"NUM_HEADS \(num_heads\)=3 is invalid"),
+    ("MODEL.SEM_SEG_HEAD.RSP.LOSS_TYPE", "focal", r"LOSS_TYPE \(loss_type\)='focal' is invalid"),
+])
+def test_bad_config_fails_at_build_time(key, value, match):
+    cfg = small_cfg("configs/cityscapes/rsp2_R50.yaml", **{key: value})
+    shapes = build_backbone(cfg).output_shape()
+    with pytest.raises(ValueError, match=match):
+        build_sem_seg_head(cfg, shapes)
