@@ -12,6 +12,7 @@ import os
 import shutil
 
 __all__ = [
+    "publish_generated",
     "MARKER_NAME",
     "publish_directory",
     "read_marker",
@@ -141,3 +142,14 @@ def publish_directory(final_dir, marker, build):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def publish_generated(final_dir, generator, version, write, *, seed, num_train, num_val):
+    """`publish_directory` for a seeded generator ``write(tmp_dir, seed=, num_train=, num_val=)``;
+    the marker records its module, output version, seed and sizes, so changing any regenerates."""
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f"need at least one image per split, got {num_train=} {num_val=}")
+    marker = {"generator": generator, "version": version, "seed": int(seed),
+              "num_train": int(num_train), "num_val": int(num_val)}
+    return publish_directory(
+        final_dir, marker, lambda tmp: write(tmp, seed=seed, num_train=num_train, num_val=num_val))

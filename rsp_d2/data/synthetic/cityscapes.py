@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from ..atomic import publish_directory
+from ..atomic import publish_generated
 from .scenes import make_street_scene, rasterize
 from .textures import render_image
 
@@ -142,17 +142,5 @@ def generate_cityscapes(root, *, seed=0, num_train=24, num_val=8):
     Returns:
         True if the dataset was (re)generated, False if an identical one was already there.
     """
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f"need at least one image per split, got {num_train=} {num_val=}")
-    marker = {
-        "generator": "rsp_d2.data.synthetic.cityscapes",
-        "version": _VERSION,
-        "seed": int(seed),
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-    }
-    return publish_directory(
-        os.path.join(os.fspath(root), "cityscapes"),
-        marker,
-        lambda tmp: write_cityscapes(tmp, seed=seed, num_train=num_train, num_val=num_val),
-    )
+    return publish_generated(os.path.join(os.fspath(root), "cityscapes"), __name__, _VERSION,
+                             write_cityscapes, seed=seed, num_train=num_train, num_val=num_val)

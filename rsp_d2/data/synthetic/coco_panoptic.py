@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..atomic import publish_directory, write_json_atomic
+from ..atomic import publish_generated, write_json_atomic
 from ..panoptic_fpn import convert_panoptic_json
 from .coco_categories import (
     all_categories,
@@ -224,17 +224,5 @@ def generate_coco_panoptic(root, *, seed=0, num_train=16, num_val=8):
     Returns:
         True if the dataset was (re)generated, False if an identical one was already there.
     """
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f"need at least one image per split, got {num_train=} {num_val=}")
-    marker = {
-        "generator": "rsp_d2.data.synthetic.coco_panoptic",
-        "version": _VERSION,
-        "seed": int(seed),
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-    }
-    return publish_directory(
-        os.path.join(os.fspath(root), "coco"),
-        marker,
-        lambda tmp: write_coco_panoptic(tmp, seed=seed, num_train=num_train, num_val=num_val),
-    )
+    return publish_generated(os.path.join(os.fspath(root), "coco"), __name__, _VERSION,
+                             write_coco_panoptic, seed=seed, num_train=num_train, num_val=num_val)
