@@ -29,3 +29,17 @@ def add_rsp_config(cfg):
     rsp.LOSS_TYPE = "cross_entropy"
     # Fraction of pixels (the hardest ones) kept by the bootstrapped loss.
     rsp.LOSS_TOP_K = 0.2
+
+    # The data recipe of Sec. IV-A, read by rsp_d2.engine (Detectron2 ignores these keys).
+    # Train-time mapper: "default" is Detectron2's DatasetMapper (used for COCO panoptic),
+    # "rsp_semantic" is rsp_d2.data.RSPSemanticDatasetMapper (the Cityscapes recipe).
+    cfg.INPUT.DATASET_MAPPER_NAME = "default"
+    # SSD photometric distortion (brightness, contrast, saturation, hue) in the semantic mapper.
+    cfg.INPUT.COLOR_AUG_SSD = False
+    # Crop bootstrapping: redraw a crop (up to 10 times) while one class covers more than this
+    # fraction of its labelled pixels; 1.0 turns it off.
+    cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # Iterations between the metric printer/json writer outputs (DefaultTrainer hard-codes 20).
+    cfg.LOG_PERIOD = 20
+    # Semantic evaluation also writes confusion_matrix.{json,png} into the inference folder.
+    cfg.TEST.CONFUSION_MATRIX = False

@@ -17,3 +17,8 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_datasets")
     generate_datasets(root, seed=0)
     return root
+
+
+def pytest_configure(config):
+    # Runs a subprocess or trains a model; CI runs these too (the default selection has them).
+    config.addinivalue_line("markers", "slow: tens of seconds of CPU (deselect: -m 'not slow')")

@@ -17,3 +17,6 @@ from .fusion import (
     build_fusion,
     window_average,
 )
+# Importing these registers the fast implementations of rse_attention (impl="auto" order
+# in rse._AUTO_ORDER).
+from . import rse_chunked, rse_flex, rse_triton  # noqa: E402,F401

@@ -2,13 +2,17 @@
 
 The reference unfolds key and value into (k*k, M, H, W) / (k*k, C, H, W) tensors. Here the k*k
 window offsets are visited one at a time: for offset (dy, dx) the pixels whose neighbour
-(i + dy, j + dx) lies inside the map form one rectangle, so the logits and the aggregation of
-that offset are a product of two shifted *views* (no padding, no copy). The map is further cut
-into bands of rows so that the band's query/key/value/output rows stay in cache across the k*k
-offsets. The largest tensors created are the (N, heads, k*k, H, W) logits/weights; a custom
-autograd Function saves only the inputs and the softmax weights and recomputes the rest.
+(i + dy, j + dx) lies inside the map form one rectangle, so that offset's logits and its share
+of the aggregation are products of two shifted *views* (no padding, no copy). The map is cut
+into bands of rows; a band's logits, softmax and output depend only on its own rows (and the
+keys/values r*dilation rows around them), so bands are independent tasks: they keep their
+working set in cache across the k*k offsets and, on CPU, run in parallel Python threads.
+
+The largest tensors created are the (N, heads, k*k, H, W) logits/weights; a custom autograd
+Function saves only the inputs and the softmax weights and recomputes the rest.
 """
-from typing import List, Optional, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -16,10 +20,22 @@ from .rse import register_rse_impl
 
 __all__ = ["rse_attention_chunked"]
 
-# Rows per band. Measured on a 2-core AMD EPYC (32 MiB L3) at the paper's 1/8-scale shape
-# (M=64, C=128, W=256): bands of 16-32 rows keep a band's working set in L3 across the 49
-# offsets; see tools/benchmark.py.
-_BAND_ROWS = 16
+# Elements of query+key+value+output rows per band (12 MiB in float32). Measured on a 2-core
+# AMD EPYC (1 MiB L2/core, 32 MiB shared L3), M=64, C=128: about 8k pixels per band (32 rows
+# of a 256-wide map) beat both smaller bands (more Python-level ops) and whole maps (rows fall
+# out of cache between offsets) by 1.2-1.6x, forward and backward.
+_BAND_ELEMENTS = 3 * 2 ** 20
+
+
+# Below this many elements of query+key+value+output, starting threads costs more than it saves.
+_PARALLEL_MIN_ELEMENTS = 2 ** 18
+
+
+def _band_rows(query: torch.Tensor, value: torch.Tensor, workers: int) -> int:
+    n, m, h, w = query.shape
+    rows = max(1, _BAND_ELEMENTS // (n * w * (2 * m + 2 * value.shape[1])))
+    # At least two bands per worker, so that a stalled worker's share can be taken over.
+    return min(rows, max(1, -(-h // (2 * workers))))
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -34,34 +50,72 @@ def _offsets(kernel_size: int, dilation: int) -> List[Tuple[int, int]]:
 
 
 def _span(lo: int, hi: int, shift: int, size: int) -> Optional[Tuple[slice, slice]]:
-    """Query indices in [lo, hi) whose neighbour at +shift is inside [0, size), and those
-    neighbours' indices; None if there are none (the whole offset falls off the map)."""
+    """Indices in [lo, hi) whose partner at +shift is inside [0, size), and those partners;
+    None if there are none."""
     a, b = max(lo, -shift), min(hi, size - shift)
     if a >= b:
         return None
     return slice(a, b), slice(a + shift, b + shift)
 
 
-def _windows(h: int, w: int, kernel_size: int, dilation: int, band_rows: int):
-    """Yield (row_lo, row_hi, [(o, rows_q, cols_q, rows_kv, cols_kv), ...]) per band of rows:
-    every offset o with at least one query pixel of the band whose neighbour is on the map."""
-    offsets = _offsets(kernel_size, dilation)
+Item = Tuple[int, slice, slice, slice, slice]  # (o, query rows, query cols, key rows, key cols)
+
+
+def _bands(h: int, w: int, kernel_size: int, dilation: int, band_rows: int,
+           by_key: bool = False) -> List[Tuple[int, int, List[Item]]]:
+    """[(lo, hi, items)] per band of rows [lo, hi): the offsets o with at least one pixel pair
+    (query p, key p + offset_o) on the map, and the slices of those pairs. The band holds the
+    query rows, or with `by_key` the key rows (backward scatters to keys without races)."""
+    out = []
+    sign = -1 if by_key else 1
     for lo in range(0, h, band_rows):
         hi = min(lo + band_rows, h)
         items = []
-        for o, (dy, dx) in enumerate(offsets):
-            rows, cols = _span(lo, hi, dy, h), _span(0, w, dx, w)
-            if rows is not None and cols is not None:
+        for o, (dy, dx) in enumerate(_offsets(kernel_size, dilation)):
+            rows, cols = _span(lo, hi, sign * dy, h), _span(0, w, sign * dx, w)
+            if rows is None or cols is None:
+                continue
+            if by_key:  # the band's slices are the keys', their partners the queries'
+                items.append((o, rows[1], cols[1], rows[0], cols[0]))
+            else:
                 items.append((o, rows[0], cols[0], rows[1], cols[1]))
-        yield lo, hi, items
+        out.append((lo, hi, items))
+    return out
 
 
 def _outside_mask(h, w, kernel_size, dilation, device) -> torch.Tensor:
     """(k*k, H, W) bool, True where the window position falls outside the map."""
     outside = torch.ones(kernel_size * kernel_size, h, w, dtype=torch.bool, device=device)
-    for o, rq, cq, _, _ in next(_windows(h, w, kernel_size, dilation, h))[2]:
+    for o, rq, cq, _, _ in _bands(h, w, kernel_size, dilation, h)[0][2]:
         outside[o, rq, cq] = False
     return outside
+
+
+def _single_threaded_ops():
+    # torch.set_num_threads sets this thread's OpenMP/MKL thread count (and the default for
+    # threads not yet started); the caller restores the default when the pool is done.
+    torch.set_num_threads(1)
+
+
+def _run_bands(fn: Callable, bands: Sequence, device: torch.device, workers: int):
+    """fn(band) for every band. On CPU with several threads, the bands run in parallel Python
+    threads (torch ops release the GIL) whose ops are single-threaded: measured 1.3x faster
+    than OpenMP-parallel ops on an idle 2-core machine and 5x faster on a loaded one, where
+    every one of the ~600 small OpenMP regions per call waits for a descheduled thread."""
+    def run(band):
+        # Grad mode is thread-local: worker threads start with it on.
+        with torch.no_grad():
+            fn(band)
+
+    if device.type != "cpu" or workers <= 1 or len(bands) <= 1:
+        for band in bands:
+            run(band)
+        return
+    try:
+        with ThreadPoolExecutor(min(workers, len(bands)), initializer=_single_threaded_ops) as pool:
+            list(pool.map(run, bands))
+    finally:
+        torch.set_num_threads(workers)
 
 
 def _heads(x: torch.Tensor, num_heads: int, dtype: torch.dtype) -> torch.Tensor:
@@ -76,100 +130,135 @@ def _pos_heads(pos: torch.Tensor, num_heads: int, dtype: torch.dtype) -> torch.T
     return pos.to(dtype).reshape(kk, num_heads, m // num_heads)
 
 
-def _relation_weights(q, k, pos, kernel_size, dilation, band_rows):
-    """Softmax weights of Eq. 2-3, w[n, g, o, i, j], from head-split q, k: (N, G, M/G, H, W).
+def _dot_into(dst, a, b, buf):
+    """dst = sum over dim 2 of a * b, for (N, G, D, h, w) views a, b and (N, G, h, w) view dst.
+    The product goes to a per-band scratch `buf`: a fresh temporary per offset would be a large
+    allocation returned to the OS on free and page-faulted in again by the next offset."""
+    prod = buf[..., :a.shape[-2], :a.shape[-1]]
+    torch.mul(a, b, out=prod)
+    torch.sum(prod, dim=2, out=dst)
 
-    Returns (N, G, k*k, H, W), zero where the window position is outside the map.
-    """
+
+def _scratch(x: torch.Tensor, rows: int) -> torch.Tensor:
+    n, g, d, h, w = x.shape
+    return x.new_empty(n, g, d, min(rows, h), w)
+
+
+def _forward(q, k, v, pos, kernel_size, dilation, band_rows, workers):
+    """Eq. 1-3 on head-split q, k: (N, G, M/G, H, W), v: (N, G, C/G, H, W), pos (k*k, G, M/G).
+
+    Returns (out like v, weights (N, G, k*k, H, W), zero outside the map)."""
     n, g, _, h, w = q.shape
-    kk = kernel_size * kernel_size
-    if pos is not None:
-        # q . pos[o] is a small matmul (k*k x M/G per head), the pos half of Eq. 3's logit.
-        logits = torch.einsum("ngmhw,ogm->ngohw", q, pos)
-    else:
-        logits = q.new_zeros(n, g, kk, h, w)
-    for _, _, items in _windows(h, w, kernel_size, dilation, band_rows):
-        for o, rq, cq, rk, ck in items:
-            logits[:, :, o, rq, cq] += torch.linalg.vecdot(q[..., rq, cq], k[..., rk, ck], dim=2)
-    logits.masked_fill_(_outside_mask(h, w, kernel_size, dilation, q.device), float("-inf"))
-    # softmax subtracts the per-pixel max before exp; the centre offset is always on the map,
-    # so every row has a finite max and no NaN arises from an all -inf row.
-    return torch.softmax(logits, dim=2)
-
-
-def _aggregate(weights, v, kernel_size, dilation, band_rows):
-    """Eq. 1's weighted sum: (N, G, k*k, H, W) weights, (N, G, C/G, H, W) values -> same as v."""
+    weights = q.new_zeros(n, g, kernel_size * kernel_size, h, w)
     out = torch.zeros_like(v)
-    h, w = v.shape[-2:]
-    for _, _, items in _windows(h, w, kernel_size, dilation, band_rows):
-        for o, rq, cq, rk, ck in items:
+    outside = _outside_mask(h, w, kernel_size, dilation, q.device)
+
+    def band(task):
+        lo, hi, items = task
+        buf = _scratch(q, hi - lo)
+        for o, rq, cq, rk, ck in items:  # Eq. 2: logit_o = q . k_o
+            _dot_into(weights[:, :, o, rq, cq], q[..., rq, cq], k[..., rk, ck], buf)
+        logits = weights[:, :, :, lo:hi]
+        if pos is not None:  # Eq. 3: + q . pos_o, a small matmul over the band
+            logits += torch.einsum("ngmhw,ogm->ngohw", q[..., lo:hi, :], pos)
+        logits.masked_fill_(outside[:, lo:hi], float("-inf"))
+        # Stable softmax over the window, in place: subtract the per-pixel max before exp. The
+        # centre offset is always on the map, so the max is finite and no row is all -inf.
+        logits.sub_(logits.amax(dim=2, keepdim=True)).exp_()
+        logits.div_(logits.sum(dim=2, keepdim=True))
+        for o, rq, cq, rk, ck in items:  # Eq. 1: out += w_o v_o
             out[..., rq, cq].addcmul_(weights[:, :, o:o + 1, rq, cq], v[..., rk, ck])
-    return out
+
+    _run_bands(band, _bands(h, w, kernel_size, dilation, band_rows), q.device, workers)
+    return out, weights
+
+
+def _backward(q, k, v, pos, weights, grad_out, kernel_size, dilation, band_rows, workers):
+    """Gradients of _forward's out for head-split tensors; returns (dq, dk, dv, d_logits)."""
+    h, w = q.shape[-2:]
+    d_logits = torch.zeros_like(weights)
+    dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+
+    def query_band(task):
+        lo, hi, items = task
+        buf = _scratch(grad_out, hi - lo)
+        for o, rq, cq, rk, ck in items:  # dL/dw_o = g . v_o
+            _dot_into(d_logits[:, :, o, rq, cq], grad_out[..., rq, cq], v[..., rk, ck], buf)
+        # Softmax backward, complete for the band's pixels: dlogit = w (dw - sum_o w dw).
+        wb, db = weights[:, :, :, lo:hi], d_logits[:, :, :, lo:hi]
+        db.sub_((wb * db).sum(dim=2, keepdim=True)).mul_(wb)
+        dqb = dq[..., lo:hi, :]
+        if pos is not None:  # dq = sum_o dlogit_o (k_o + pos_o)
+            dqb.copy_(torch.einsum("ngohw,ogm->ngmhw", db, pos))
+        else:
+            dqb.zero_()
+        for o, rq, cq, rk, ck in items:
+            dq[..., rq, cq].addcmul_(d_logits[:, :, o:o + 1, rq, cq], k[..., rk, ck])
+
+    def key_band(task):  # each key pixel gathers from the k*k query pixels that see it
+        _, _, items = task
+        for o, rq, cq, rk, ck in items:
+            dk[..., rk, ck].addcmul_(d_logits[:, :, o:o + 1, rq, cq], q[..., rq, cq])
+            dv[..., rk, ck].addcmul_(weights[:, :, o:o + 1, rq, cq], grad_out[..., rq, cq])
+
+    _run_bands(query_band, _bands(h, w, kernel_size, dilation, band_rows), q.device, workers)
+    _run_bands(key_band, _bands(h, w, kernel_size, dilation, band_rows, by_key=True), q.device, workers)
+    return dq, dk, dv, d_logits
 
 
 class _ChunkedRSE(torch.autograd.Function):
-    """Saves the inputs and the (N, G, k*k, H, W) weights; backward recomputes shifted products
-    offset by offset, so no (k*k, M or C, H, W) tensor ever exists."""
+    """Saves the inputs and the (N, G, k*k, H, W) weights; backward recomputes the shifted
+    products offset by offset, so no (k*k, M or C, H, W) tensor ever exists."""
 
     @staticmethod
-    def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, band_rows):
+    def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, band_rows, workers):
         cdt = _compute_dtype(query.dtype)
         q, k, v = (_heads(t, num_heads, cdt) for t in (query, key, value))
         p = _pos_heads(pos, num_heads, cdt) if pos is not None else None
-        weights = _relation_weights(q, k, p, kernel_size, dilation, band_rows)
-        out = _aggregate(weights, v, kernel_size, dilation, band_rows)
+        out, weights = _forward(q, k, v, p, kernel_size, dilation, band_rows, workers)
         ctx.save_for_backward(query, key, value, pos, weights)
-        ctx.args = (kernel_size, dilation, num_heads, band_rows)
+        ctx.args = (kernel_size, dilation, num_heads, band_rows, workers)
         return out.reshape(value.shape).to(value.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         query, key, value, pos, weights = ctx.saved_tensors
-        kernel_size, dilation, num_heads, band_rows = ctx.args
+        kernel_size, dilation, num_heads, band_rows, workers = ctx.args
         cdt = weights.dtype
         q, k, v, go = (_heads(t, num_heads, cdt) for t in (query, key, value, grad_out))
-        h, w = q.shape[-2:]
-        d_weights = torch.zeros_like(weights)
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        for lo, hi, items in _windows(h, w, kernel_size, dilation, band_rows):
-            # Eq. 1 backward: dL/dw_o = g . v_o and dL/dv_o += w_o g.
-            for o, rq, cq, rk, ck in items:
-                d_weights[:, :, o, rq, cq] = torch.linalg.vecdot(go[..., rq, cq], v[..., rk, ck], dim=2)
-                dv[..., rk, ck].addcmul_(weights[:, :, o:o + 1, rq, cq], go[..., rq, cq])
-            # Softmax backward on the band (all offsets of its pixels are known now):
-            # dlogit = w * (dw - sum_o w dw); masked positions have w = 0 and stay 0.
-            wb, dwb = weights[:, :, :, lo:hi], d_weights[:, :, :, lo:hi]
-            dwb.sub_((wb * dwb).sum(dim=2, keepdim=True)).mul_(wb)
-            # Eq. 2-3 backward: dq += dlogit_o (k_o + pos_o), dk_o += dlogit_o q.
-            for o, rq, cq, rk, ck in items:
-                dlogit = d_weights[:, :, o:o + 1, rq, cq]
-                dq[..., rq, cq].addcmul_(dlogit, k[..., rk, ck])
-                dk[..., rk, ck].addcmul_(dlogit, q[..., rq, cq])
-        d_logits = d_weights
+        p = _pos_heads(pos, num_heads, cdt) if pos is not None else None
+        dq, dk, dv, d_logits = _backward(q, k, v, p, weights, go, kernel_size, dilation,
+                                         band_rows, workers)
         d_pos = None
-        if pos is not None:
-            p = _pos_heads(pos, num_heads, cdt)
-            dq += torch.einsum("ngohw,ogm->ngmhw", d_logits, p)
-            if ctx.needs_input_grad[3]:
-                d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q).reshape(pos.shape).to(pos.dtype)
+        if pos is not None and ctx.needs_input_grad[3]:  # dL/dpos_o = sum_pixels dlogit_o q
+            d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q).reshape(pos.shape).to(pos.dtype)
         grads = [g.reshape(t.shape).to(t.dtype) for g, t in ((dq, query), (dk, key), (dv, value))]
-        return (*grads, d_pos, None, None, None, None)
+        return (*grads, d_pos, None, None, None, None, None)
 
 
 def rse_attention_chunked(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1,
-                          band_rows: int = _BAND_ROWS):
+                          band_rows: Optional[int] = None):
     """Same contract as :func:`rsp_d2.layers.rse_attention` (Eq. 1-3, masked borders, no scaling).
 
     Args:
         query, key: (N, M, H, W); value: (N, C, H, W); pos: (k*k, M) or None.
-        band_rows: rows per cache band (a speed knob only; results do not depend on it).
+        band_rows: rows per band, by default sized to keep a band in cache (a speed knob
+            only; results do not depend on it).
 
     Returns:
         (N, C, H, W) in value's dtype; fp16/bf16 inputs are computed in float32.
     Extra memory: O((M + C) * H * W + heads * k*k * H * W), never k*k * (M or C) * H * W.
     """
-    return _ChunkedRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, band_rows)
+    on_cpu = query.device.type == "cpu"
+    n, m, h, w = query.shape
+    big = n * (2 * m + 2 * value.shape[1]) * h * w >= _PARALLEL_MIN_ELEMENTS
+    workers = torch.get_num_threads() if on_cpu and big else 1
+    if band_rows is None:
+        # Off CPU there is no cache to fit and every band costs kernel launches: one band.
+        band_rows = _band_rows(query, value, workers) if on_cpu else query.shape[2]
+    return _ChunkedRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads,
+                             band_rows, workers)
 
 
 def _chunked(query, key, value, pos, kernel_size, dilation, num_heads):

@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+r"""Run an RSP model on images or a video and draw its predictions (Detectron2's demo).
+
+    python demo/demo.py --config-file configs/demo/rsp4_R18_synthetic.yaml \
+        --input 'datasets/synthetic/cityscapes/leftImg8bit/val/*/*.png' --output out/ \
+        --opts MODEL.WEIGHTS output/demo_rsp4_R18/model_final.pth
+    python demo/demo.py --config-file CFG --video-input clip.mp4 --output out/ --opts MODEL.WEIGHTS CKPT
+
+Semantic models (SemanticSegmentor + RSPHead) are drawn with Visualizer.draw_sem_seg, panoptic
+ones (Panoptic FPN) with draw_panoptic_seg (draw_panoptic_seg_predictions for video). Each
+drawing has the size of its input image. Runs on the CPU when there is no CUDA.
+"""
+import argparse
+import os
+import sys
+import time
+
+import cv2
+import tqdm
+from PIL import Image
+
+from detectron2.utils.logger import setup_logger
+
+from rsp_d2.data.atomic import save_image_atomic
+from rsp_d2.visualization.demo import SegmentationDemo, expand_inputs, output_paths
+from rsp_d2.visualization.loading import InputError, check_checkpoint, load_config, read_image
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_VIDEO_EXTENSIONS = (".mp4", ".avi")
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", metavar="FILE",
+                   default=os.path.join(_REPO, "configs/demo/rsp4_R18_synthetic.yaml"))
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", nargs="+", metavar="PATH",
+                     help="images: files, glob patterns ('dir/*.png') or folders (searched "
+                          "recursively)")
+    src.add_argument("--video-input", metavar="VIDEO", help="a video file")
+    p.add_argument("--output", required=True, metavar="PATH",
+                   help="a folder, or an image (video: .mp4) file for a single input; there is "
+                        "no window to show results in (headless OpenCV)")
+    p.add_argument("--confidence-threshold", type=float, default=0.5,
+                   help="minimum score of instances (Panoptic FPN); semantic models ignore it")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="KEY VALUE config overrides, e.g. MODEL.WEIGHTS model_final.pth")
+    return p
+
+
+def setup_cfg(args):
+    cfg = load_config(args.config_file, args.opts, freeze=False)
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = args.confidence_threshold
+    cfg.freeze()
+    check_checkpoint(cfg.MODEL.WEIGHTS)
+    return cfg
+
+
+def run_images(demo, inputs, targets, logger):
+    for (path, _), target in tqdm.tqdm(list(zip(inputs, targets)), desc="images", unit="img"):
+        image = read_image(path, format="BGR")
+        start = time.perf_counter()
+        predictions, vis = demo.run_on_image(image)
+        what = (f"{len(predictions['panoptic_seg'][1])} segments" if "panoptic_seg" in predictions
+                else f"{int(predictions['sem_seg'].argmax(0).unique().numel())} classes")
+        logger.info(f"{path}: {what} in {time.perf_counter() - start:.2f}s -> {target}")
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        save_image_atomic(target, Image.fromarray(vis.get_image()))
+
+
+def open_video(path):
+    video = cv2.VideoCapture(path)
+    if not os.path.isfile(path) or not video.isOpened() or video.get(cv2.CAP_PROP_FRAME_COUNT) <= 0:
+        raise InputError(f"cannot read video {path} (expected a file OpenCV can decode, e.g. .mp4)")
+    return video
+
+
+def run_video(demo, video, args, logger):
+    frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = video.get(cv2.CAP_PROP_FPS) or 15.0
+    target = args.output
+    if os.path.isdir(target) or not target.lower().endswith(_VIDEO_EXTENSIONS):
+        stem = os.path.splitext(os.path.basename(args.video_input))[0]
+        target = os.path.join(target, stem + ".mp4")
+    directory, base = os.path.split(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    # OpenCV picks the container from the extension, so the temporary name keeps it.
+    tmp = os.path.join(directory, f".{os.getpid()}.part.{base}")
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height), True)
+    if not writer.isOpened():
+        raise InputError(f"cannot write video {target} (OpenCV has no mp4v encoder here)")
+    try:
+        for frame in tqdm.tqdm(demo.run_on_video(video), total=frames, desc="frames", unit="frame"):
+            writer.write(frame)
+        writer.release()
+        os.replace(tmp, target)
+    finally:
+        writer.release()
+        video.release()
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    logger.info(f"{args.video_input}: {frames} frames -> {target}")
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logger(name="fvcore")
+    logger = setup_logger()
+    logger.info("Arguments: " + str(args))
+    try:
+        cfg = setup_cfg(args)
+        # Inputs are checked before the model is built.
+        if args.video_input:
+            video = open_video(args.video_input)
+            run_video(SegmentationDemo(cfg), video, args, logger)
+        else:
+            inputs = expand_inputs(args.input)
+            targets = output_paths(inputs, args.output)
+            run_images(SegmentationDemo(cfg), inputs, targets, logger)
+    except InputError as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Evaluators chosen by a dataset's ``evaluator_type`` (MetadataCatalog)."""
+import glob
+import io
+import itertools
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+from PIL import Image
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import (
+    CityscapesSemSegEvaluator,
+    COCOEvaluator,
+    COCOPanopticEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+)
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+
+from ..evaluation import ConfusionMatrixSemSegEvaluator
+
+__all__ = ["CityscapesOfficialSemSegEvaluator", "EVALUATOR_TYPES", "build_evaluator"]
+
+
+def _cityscapes_train_id_to_id() -> np.ndarray:
+    """(256,) uint8 lookup: trainId -> Cityscapes label id, 255 for trainIds not evaluated."""
+    from cityscapesscripts.helpers.labels import trainId2label
+
+    lut = np.full(256, 255, dtype=np.uint8)
+    for train_id, label in trainId2label.items():
+        if 0 <= train_id < 255 and not label.ignoreInEval:
+            lut[train_id] = label.id
+    return lut
+
+
+class CityscapesOfficialSemSegEvaluator(CityscapesSemSegEvaluator):
+    """Cityscapes' official pixel-level evaluation (cityscapesscripts), on any number of machines.
+
+    Detectron2's ``CityscapesSemSegEvaluator`` has every rank write its predictions into one
+    temporary directory (so it asserts a single machine) and reports only the averages. Here
+    each rank keeps its predictions as label-id PNG bytes, rank 0 gathers them, writes them
+    and runs the official script, and the result also holds the per-class IoU.
+
+    Results, under the key "cityscapes_sem_seg" (the key "sem_seg" belongs to
+    ``SemSegEvaluator``): "IoU", "iIoU", "IoU_sup", "iIoU_sup" and "IoU-<class>", in percent.
+    """
+
+    def reset(self):
+        self._predictions: List = []  # (file basename, PNG bytes)
+        self._lut = _cityscapes_train_id_to_id()
+
+    def process(self, inputs, outputs):
+        for input, output in zip(inputs, outputs):
+            basename = os.path.splitext(os.path.basename(input["file_name"]))[0]
+            train_ids = output["sem_seg"].argmax(dim=0).to(self._cpu_device).numpy()
+            buf = io.BytesIO()
+            Image.fromarray(self._lut[train_ids.astype(np.uint8)]).save(buf, format="PNG")
+            self._predictions.append((basename + "_pred.png", buf.getvalue()))
+
+    def evaluate(self):
+        predictions = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return None
+        # Imported here, on rank 0 only, as Detectron2 does: it reads the environment into
+        # module globals at import time.
+        import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as cityscapes_eval
+
+        with tempfile.TemporaryDirectory(prefix="cityscapes_eval_") as pred_dir:
+            for name, data in itertools.chain(*predictions):
+                with open(os.path.join(pred_dir, name), "wb") as f:
+                    f.write(data)
+            self._logger.info(f"Evaluating {len(os.listdir(pred_dir))} predictions with "
+                              "cityscapesscripts' evalPixelLevelSemanticLabeling ...")
+            # The script keeps its settings in a module global.
+            cityscapes_eval.args.predictionPath = pred_dir
+            cityscapes_eval.args.predictionWalk = None
+            cityscapes_eval.args.JSONOutput = False
+            cityscapes_eval.args.colorized = False
+            gt_dir = PathManager.get_local_path(self._metadata.gt_dir)
+            gt_files = sorted(glob.glob(os.path.join(gt_dir, "*", "*_gtFine_labelIds.png")))
+            if not gt_files:
+                raise FileNotFoundError(f"no *_gtFine_labelIds.png under {gt_dir}/*/ to evaluate")
+            pred_files = [cityscapes_eval.getPrediction(cityscapes_eval.args, gt)
+                          for gt in gt_files]
+            results = cityscapes_eval.evaluateImgLists(pred_files, gt_files, cityscapes_eval.args)
+
+        ret = {
+            "IoU": 100.0 * results["averageScoreClasses"],
+            "iIoU": 100.0 * results["averageScoreInstClasses"],
+            "IoU_sup": 100.0 * results["averageScoreCategories"],
+            "iIoU_sup": 100.0 * results["averageScoreInstCategories"],
+        }
+        from cityscapesscripts.helpers.labels import name2label
+
+        for name, score in results["classScores"].items():
+            if not name2label[name].ignoreInEval:  # the others are always NaN
+                ret[f"IoU-{name}"] = 100.0 * score
+        return OrderedDict({"cityscapes_sem_seg": ret})
+
+
+def _semantic(cfg, dataset_name: str, output_dir: str) -> DatasetEvaluator:
+    """SemSegEvaluator, or its subclass that also writes the confusion matrix when
+    TEST.CONFUSION_MATRIX is set."""
+    cls = ConfusionMatrixSemSegEvaluator if cfg.TEST.CONFUSION_MATRIX else SemSegEvaluator
+    return cls(dataset_name, distributed=True, output_dir=output_dir)
+
+
+def _cityscapes(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvaluator]:
+    return [CityscapesOfficialSemSegEvaluator(dataset_name), _semantic(cfg, dataset_name, output_dir)]
+
+
+def _coco_panoptic(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvaluator]:
+    # Tasks from the config, not from the predictions: an undertrained model that detects
+    # nothing must still report (NaN) mask AP rather than drop the "segm" results.
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    return [
+        COCOPanopticEvaluator(dataset_name, output_dir),
+        # the semantic branch's stuff classes (+ one "things" class): Table III's mIoU
+        SemSegEvaluator(dataset_name, distributed=True, output_dir=output_dir),
+        COCOEvaluator(dataset_name, tasks=tasks, distributed=True, output_dir=output_dir),
+    ]
+
+
+def _sem_seg(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvaluator]:
+    return [_semantic(cfg, dataset_name, output_dir)]
+
+
+# evaluator_type -> the evaluators of that kind of dataset
+EVALUATOR_TYPES: Dict[str, Callable[..., List[DatasetEvaluator]]] = {
+    "cityscapes_sem_seg": _cityscapes,
+    "coco_panoptic_seg": _coco_panoptic,
+    "sem_seg": _sem_seg,
+}
+
+
+def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) -> DatasetEvaluators:
+    """The evaluators for `dataset_name`, chosen by its metadata's ``evaluator_type``.
+
+    Args:
+        output_dir: where evaluators dump predictions; ``OUTPUT_DIR/inference`` when None.
+    """
+    if output_dir is None:
+        output_dir = os.path.join(cfg.OUTPUT_DIR, "inference")
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    if evaluator_type not in EVALUATOR_TYPES:
+        raise ValueError(
+            f"no evaluator for dataset {dataset_name!r}: its evaluator_type is {evaluator_type!r}, "
+            f"expected one of {sorted(EVALUATOR_TYPES)} (set MetadataCatalog.get(name)"
+            f".evaluator_type when registering the dataset)")
+    evaluators = EVALUATOR_TYPES[evaluator_type](cfg, dataset_name, output_dir)
+    logging.getLogger(__name__).info(
+        f"Evaluating {dataset_name} ({evaluator_type}) with "
+        f"{', '.join(type(e).__name__ for e in evaluators)}")
+    return DatasetEvaluators(evaluators)

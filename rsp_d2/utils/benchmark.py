@@ -1,0 +1,129 @@
+"""Timing and peak-memory measurement for tools/benchmark.py.
+
+A *case* is a JSON-able dict understood by :func:`rsp_d2.utils.benchmark_cases.build_case`,
+which returns a zero-argument ``run()``. Time is wall-clock (``time.perf_counter``) per
+``run()``, summarized by the median. Peak memory is measured in a fresh process per case:
+
+* CPU: ``ru_maxrss`` (the resident-set high-water mark the kernel keeps) after the run minus
+  its value after the inputs and the model exist and a tiny warm-up run has initialized the
+  libraries, i.e. the extra resident memory the run needed at its peak, allocator slack and
+  library workspaces included. Worker processes are forked from a ``forkserver`` that only
+  imported the modules, so nothing the benchmark process allocated is inherited.
+* CUDA: ``torch.cuda.max_memory_allocated`` after the run minus the allocation before it.
+"""
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+__all__ = ["machine_info", "time_run", "summarize", "peak_extra_memory_mb", "load_average"]
+
+_PRELOAD = ["torch", "rsp_d2.utils.benchmark_cases"]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> List[float]:
+    """1/5/15-minute load averages: other processes on the machine inflate wall times."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_info(device: str = "cpu") -> Dict:
+    info = {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_run(run: Callable[[], None], repeats: int, warmup: int = 1,
+             device: str = "cpu") -> List[float]:
+    """Seconds per call of `run` over `repeats` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        run()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(times: List[float]) -> Dict:
+    """Median (the number reported), min and max in milliseconds, and the repeat count."""
+    ms = [t * 1e3 for t in times]
+    return {"median_ms": round(statistics.median(ms), 2), "min_ms": round(min(ms), 2),
+            "max_ms": round(max(ms), 2), "repeats": len(ms)}
+
+
+def _measure_in_child(case: Dict, conn):
+    # Runs in a fresh process forked from the forkserver.
+    try:
+        from rsp_d2.utils.benchmark_cases import build_case, warmup_case
+
+        device = case.get("device", "cpu")
+        build_case(warmup_case(case))()  # first-use initialization of thread pools, oneDNN...
+        run = build_case(case)
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            run()
+            torch.cuda.synchronize()
+            extra = torch.cuda.max_memory_allocated() - before
+        else:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+            run()
+            extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        conn.send({"peak_extra_mb": round(extra / 2 ** 20, 1)})
+    except Exception as e:  # reported, not raised: one failing case must not stop the run
+        conn.send({"error": f"{type(e).__name__}: {e}"})
+
+
+def peak_extra_memory_mb(case: Dict, timeout: float = 600) -> Dict:
+    """{"peak_extra_mb": MiB} for one run of `case` in a fresh process, or {"error": ...}."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)  # the server starts with the first worker
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_measure_in_child, args=(case, child))
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout):
+            proc.kill()
+            return {"error": f"timed out after {timeout} s"}
+        return parent.recv()
+    except EOFError:
+        return {"error": f"worker died (exit code {proc.exitcode}; out of memory?)"}
+    finally:
+        proc.join()

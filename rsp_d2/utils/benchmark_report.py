@@ -1,0 +1,99 @@
+"""Markdown rendering of tools/benchmark.py's JSON results (docs/benchmarks.md)."""
+from typing import Dict, List
+
+__all__ = ["render_markdown"]
+
+
+def _fmt(x, digits=1):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _time_cell(t: Dict) -> str:
+    if not t:
+        return "n/a"
+    return f"{t['median_ms']:.1f} ({t['min_ms']:.0f}-{t['max_ms']:.0f}, n={t['repeats']})"
+
+
+def _mem_cell(m: Dict) -> str:
+    if not m:
+        return "(as above)"
+    return m["error"] if "error" in m else f"{m['peak_extra_mb']:.1f}"
+
+
+def _rse_table(rows: List[Dict]) -> List[str]:
+    out = ["| shape (N, M, C, H, W, k) | impl | forward ms | fwd+bwd ms | forward peak MiB | "
+           "fwd+bwd peak MiB | speed vs reference (fwd / fwd+bwd) | "
+           "memory vs reference (fwd / fwd+bwd) |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        shape = f"{r['shape']}: ({r['n']}, {r['m']}, {r['c']}, {r['h']}, {r['w']}, {r['k']})"
+        sp, mem = r.get("speedup_vs_reference", {}), r.get("memory_vs_reference", {})
+        out.append(f"| {shape} | {r['impl']} | {_time_cell(r['fwd'])} | {_time_cell(r['fwdbwd'])} "
+                   f"| {_mem_cell(r['fwd_memory'])} | {_mem_cell(r['fwdbwd_memory'])} "
+                   f"| {_fmt(sp.get('fwd'))}x / {_fmt(sp.get('fwdbwd'))}x "
+                   f"| {_fmt(mem.get('fwd'), 3)} / {_fmt(mem.get('fwdbwd'), 3)} |")
+    return out
+
+
+def _head_table(rows: List[Dict]) -> List[str]:
+    out = ["| setting | head | RSE impl | ms | x Semantic FPN (time) | peak extra MiB |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['setting']} | {r['label']} | {r['rse_impl']} | {_time_cell(r['time'])} "
+                   f"| {_fmt(r.get('vs_semantic_fpn'), 2)} | {_mem_cell(r['memory'])} |")
+    return out
+
+
+def render_markdown(results: Dict) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `tools/benchmark.py`" + (" --quick (smoke run: small shapes, 1 repeat; "
+                                             "not meaningful numbers)" if s["quick"] else "")
+        + f" on {results['date']}. Regenerate with `python tools/benchmark.py`.",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores; torch {m['torch']} with "
+        f"{m['torch_threads']} intra-op threads; Python {m['python']}; device: {m['device']}"
+        + (f" ({m['gpu']})" if m.get("gpu") else ""),
+        f"- Load average (1/5/15 min) at start {results['load_average_start']}, at end "
+        f"{results['load_average_end']}: other processes on the machine compete for the cores "
+        "and inflate wall times; ratios come from the same run.",
+        "",
+        "## Method",
+        "",
+        "- Times: wall clock per call, median over the repeats after one untimed warm-up call; "
+        "(min-max, n) given; cases slower than 3 s per call get at most 3 repeats. The timed "
+        "calls of cases compared with each other (the impls at one shape and mode; the heads of "
+        "one setting) are interleaved round-robin, so load changes hit them alike. `fwd` is "
+        "under `torch.no_grad()`; `fwd+bwd` is forward and backward to all four inputs (query, "
+        "key, value, pos).",
+        "- Peak extra memory: " + results["memory_method"],
+        f"- `impl=\"auto\"` picks `{results['auto_impl']}` for float32 on {m['device']} "
+        f"(preference order {results['auto_order']}, first available wins).",
+        "",
+        "## RSE operation (Eq. 1-3)",
+        "",
+        "Paper shapes: the 1/8 level of a 1024x2048 image (M = C/2 = 64 query/key channels, "
+        "C = 128 value channels, k = 7), and the same level of 512x1024 training crops, batch 4.",
+        "",
+    ]
+    lines += _rse_table(results["rse"])
+    lines += ["", "## Heads", "",
+              f"Random FPN maps (256 channels, p_l at stride 2^l); 19 classes, 128 conv dims, GN. "
+              f"Training step = forward, loss, backward, batch {s['train_batch']}. Inference is "
+              "also timed with one intra-op thread: on a loaded machine each of the dozens of "
+              "OpenMP regions of a head can wait a scheduler time slice for a descheduled "
+              "thread, which penalizes the heads with more small ops; one thread shows their "
+              "compute cost. Peak memory does not depend on the thread count and is measured "
+              "once.", ""]
+    lines += _head_table(results["heads"])
+    lines += ["", "## Targets (issue \"Fast RSE\")", ""]
+    for t in results["targets"]:
+        lines.append(f"- {t['name']}: measured {t['value']} (target {t['target']}): "
+                     f"**{'met' if t['met'] else 'NOT met'}**")
+    lines.append("")
+    return "\n".join(lines)

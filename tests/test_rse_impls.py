@@ -1,0 +1,295 @@
+"""The fast rse_attention implementations ("chunked", "triton", "flex") against the reference
+and against the loop definition (tests/rse_loops.py), outputs and gradients.
+
+rse_loops builds its logits from Python floats, so only value's gradient flows through it;
+the gradients for query, key and pos are checked against the reference's autograd in float64
+(itself gradchecked in test_rse_reference.py) and, for "chunked", by gradcheck.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from rse_loops import rse_loops
+from rsp_d2.layers import RelationalSemanticsExtractor, rse, rse_attention
+from rsp_d2.layers import rse_chunked
+from rsp_d2.layers.rse_chunked import rse_attention_chunked
+from rsp_d2.layers.rse_flex import HAS_FLEX
+from rsp_d2.layers.rse_triton import HAS_TRITON
+
+# (n, m, c, h, w, kernel_size, dilation, num_heads, pos): odd sizes, borders everywhere,
+# dilation 1-3, 1-4 heads, windows larger than the map, k = 1.
+CASES = [
+    (2, 8, 12, 9, 11, 3, 1, 1, False),
+    (1, 8, 12, 7, 13, 3, 2, 2, True),
+    (1, 8, 8, 9, 11, 5, 3, 4, True),
+    (2, 4, 6, 5, 6, 7, 1, 1, True),
+    (1, 6, 9, 11, 8, 7, 2, 3, False),
+    (1, 4, 4, 4, 5, 1, 1, 1, True),
+]
+IDS = ["k{5}d{6}h{7}{p}_{3}x{4}".format(*c, p="pos" if c[8] else "") for c in CASES]
+
+FP32_TOL = dict(atol=1e-5, rtol=1e-5)
+# Inputs are rounded to the half type first and the expectation computed from the rounded
+# inputs in float64, so what remains is float32 accumulation plus rounding of the result to
+# the half type (eps 2**-11 for float16, 2**-8 for bfloat16) - a few ulp of it.
+HALF_TOL = {torch.float16: dict(atol=2e-3, rtol=2e-3), torch.bfloat16: dict(atol=1.6e-2, rtol=1.6e-2)}
+
+
+def _inputs(n, m, c, h, w, k, pos, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, key = (torch.randn(n, m, h, w, generator=g) for _ in range(2))
+    v = torch.randn(n, c, h, w, generator=g)
+    p = torch.randn(k * k, m, generator=g) if pos else None
+    return [t.to(dtype).requires_grad_() if t is not None else None for t in (q, key, v, p)]
+
+
+def _grads(out, inputs, grad_out):
+    leaves = [t for t in inputs if t is not None]
+    return torch.autograd.grad(out, leaves, grad_out)
+
+
+def _expected(inputs, k, d, g, dtype, grad_seed=1):
+    """Float64 reference output and (q, k, v[, pos]) gradients for a fixed random grad_out
+    (representable in `dtype`)."""
+    exact = [t.detach().double().requires_grad_() if t is not None else None for t in inputs]
+    out = rse_attention(*exact, kernel_size=k, dilation=d, num_heads=g, impl="reference")
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed))
+    grad_out = grad_out.to(dtype).double()
+    return exact, out, grad_out, _grads(out, exact, grad_out)
+
+
+def _check_against_definitions(fn, case, dtype=torch.float32, tol=FP32_TOL):
+    n, m, c, h, w, k, d, g, pos = case
+    inputs = _inputs(n, m, c, h, w, k, pos, dtype)
+    exact, ref_out, grad_out, ref_grads = _expected(inputs, k, d, g, dtype)
+    out = fn(*inputs, k, d, g)
+    assert out.shape == (n, c, h, w) and out.dtype == dtype
+    torch.testing.assert_close(out.double(), ref_out, **tol)
+    loops = rse_loops(*exact, kernel_size=k, dilation=d, num_heads=g)
+    torch.testing.assert_close(out.double(), loops, **tol)
+    grads = _grads(out, inputs, grad_out.to(dtype))
+    for name, got, want in zip("qkvp", grads, ref_grads):
+        assert got.dtype == dtype, name
+        torch.testing.assert_close(got.double(), want, **tol, msg=lambda s: f"grad {name}: {s}")
+    (loop_dv,) = torch.autograd.grad(loops, exact[2], grad_out)
+    torch.testing.assert_close(grads[2].double(), loop_dv, **tol)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("band_rows", [None, 2])
+def test_chunked_matches_reference_and_loops(case, band_rows):
+    # band_rows=2 splits every map into several bands, whose seams must not show.
+    def fn(q, k, v, p, ks, d, g):
+        return rse_attention_chunked(q, k, v, p, ks, d, g, band_rows=band_rows)
+
+    _check_against_definitions(fn, case)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=[IDS[1], IDS[4]])
+def test_chunked_parallel_bands(monkeypatch, case):
+    # Tiny maps normally run their bands in the calling thread; force the thread pool.
+    monkeypatch.setattr(rse_chunked, "_PARALLEL_MIN_ELEMENTS", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        def fn(q, k, v, p, ks, d, g):
+            return rse_attention_chunked(q, k, v, p, ks, d, g, band_rows=1)
+
+        _check_against_definitions(fn, case)
+        assert torch.get_num_threads() == 3  # the workers' single-threading did not leak
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=[IDS[1], IDS[3]])
+def test_chunked_half_precision(case, dtype):
+    _check_against_definitions(rse_attention_chunked, case, dtype, HALF_TOL[dtype])
+
+
+def test_chunked_stable_for_large_logits():
+    # Logits of +-1e4: a softmax without max-subtraction overflows to inf/nan.
+    q, k, v, p = _inputs(1, 4, 4, 6, 7, 3, True, seed=3)
+    q, k = q.detach() * 100, k.detach() * 100
+    out = rse_attention_chunked(q, k, v, p, 3, 1, 1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), rse_loops(q, k, v, p, 3, 1, 1), **FP32_TOL)
+
+
+@pytest.mark.parametrize("k,d,g,pos", [(3, 2, 2, True), (5, 1, 1, False)])
+def test_chunked_gradcheck(k, d, g, pos):
+    inputs = [t.detach().double().requires_grad_() if t is not None else None
+              for t in _inputs(1, 4, 4, 4, 5, k, pos)]
+    leaves = [t for t in inputs if t is not None]
+
+    def fn(*args):
+        q, key, v = args[:3]
+        return rse_attention_chunked(q, key, v, args[3] if pos else None, k, d, g, band_rows=2)
+
+    assert torch.autograd.gradcheck(fn, leaves)
+
+
+def test_extractor_module_same_with_chunked():
+    torch.manual_seed(0)
+    rse_ref = RelationalSemanticsExtractor(16, kernel_size=5, dilation=2, num_heads=2, impl="reference")
+    rse_fast = RelationalSemanticsExtractor(16, kernel_size=5, dilation=2, num_heads=2, impl="chunked")
+    rse_fast.load_state_dict(rse_ref.state_dict())
+    x, z = torch.randn(2, 16, 9, 10), torch.randn(2, 16, 9, 10)
+    out_ref, out_fast = rse_ref(x, z), rse_fast(x, z)
+    torch.testing.assert_close(out_fast, out_ref, **FP32_TOL)
+    out_ref.square().sum().backward()
+    out_fast.square().sum().backward()
+    for (name, a), b in zip(rse_ref.named_parameters(), rse_fast.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-5, msg=lambda s: f"{name}: {s}")
+
+
+# --- memory: the point of "chunked" -------------------------------------------------------
+
+MEM_CASE = dict(n=1, m=8, c=16, h=12, w=13, k=5, d=1, g=2)
+
+
+def _mem_inputs():
+    c = MEM_CASE
+    q, k, v, p = _inputs(c["n"], c["m"], c["c"], c["h"], c["w"], c["k"], True)
+    unfolded = c["k"] ** 2 * c["m"] * c["h"] * c["w"]  # k*k*M*H*W, smaller than k*k*C*H*W
+    return (q, k, v, p), unfolded
+
+
+def _saved_numels(impl):
+    (q, k, v, p), _ = _mem_inputs()
+    numels = []
+
+    def pack(t):
+        numels.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = rse_attention(q, k, v, p, MEM_CASE["k"], MEM_CASE["d"], MEM_CASE["g"], impl=impl)
+    out.sum().backward()
+    return numels
+
+
+def test_chunked_saves_no_unfolded_tensor():
+    _, unfolded = _mem_inputs()
+    saved = _saved_numels("chunked")
+    assert saved and max(saved) < unfolded, (max(saved), unfolded)
+    # The check can fail: the unfold reference saves a k*k*M*H*W tensor or larger.
+    assert max(_saved_numels("reference")) >= unfolded
+
+
+class _LargestTensor(TorchDispatchMode):
+    """Records the numel of the largest tensor any op produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("impl", ["chunked", "reference"])
+def test_no_unfolded_tensor_created_forward_or_backward(impl):
+    (q, k, v, p), unfolded = _mem_inputs()
+    with _LargestTensor() as mode:
+        out = rse_attention(q, k, v, p, MEM_CASE["k"], MEM_CASE["d"], MEM_CASE["g"], impl=impl)
+        out.sum().backward()
+    if impl == "chunked":
+        assert mode.largest < unfolded, (mode.largest, unfolded)
+    else:  # the detector sees the reference's unfold
+        assert mode.largest >= unfolded
+
+
+# --- selection ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_auto_picks_chunked_on_cpu(monkeypatch, dtype):
+    calls = []
+    chunked = rse._IMPLS["chunked"]
+
+    def spy(*args):
+        calls.append(args[0].dtype)
+        return chunked(*args)
+
+    monkeypatch.setitem(rse._IMPLS, "chunked", spy)
+    q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True, dtype)
+    rse_attention(q, k, v, p, 3, impl="auto")
+    assert calls == [dtype]
+    # triton imports here, but must not be chosen (nor runnable) for CPU tensors.
+    assert "triton" in rse._IMPLS and not rse._AVAILABLE["triton"](q)
+    assert rse._AUTO_ORDER.index("chunked") < rse._AUTO_ORDER.index("reference")
+
+
+def test_unknown_impl_raises():
+    q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True)
+    with pytest.raises(ValueError, match="unknown impl 'fast'"):
+        rse_attention(q, k, v, p, 3, impl="fast")
+
+
+def test_triton_refuses_cpu_tensors_explicitly():
+    q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True)
+    with pytest.raises(ValueError, match="cannot run"):
+        rse_attention(q, k, v, p, 3, impl="triton")
+
+
+# --- triton, through its interpreter ------------------------------------------------------
+
+_TRITON_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    sys.path.insert(0, {tests!r})
+    import test_rse_impls as t
+    from rsp_d2.layers.rse_triton import rse_attention_triton
+    results = {{}}
+    runs = [(torch.float32, t.FP32_TOL, i) for i in range(len(t.CASES))]
+    runs += [(torch.float16, t.HALF_TOL[torch.float16], i) for i in (1, 3)]
+    for dtype, tol, i in runs:
+        t._check_against_definitions(rse_attention_triton, t.CASES[i], dtype, tol)
+        results[f"{{dtype}}-{{t.IDS[i]}}"] = "ok"
+    print(json.dumps(results))
+""")
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+def test_triton_kernels_in_interpreter():
+    """Forward and backward kernels on CPU tensors under TRITON_INTERPRET=1 (no GPU here).
+
+    float32 and float16 only: triton 2.3.1's interpreter has no bfloat16 or float64
+    (its Builder lacks get_bf16_ty / get_double_ty), so those dtypes cannot be interpreted;
+    impl="triton" is not offered for float64 at all.
+    """
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, TRITON_INTERPRET="1")  # read when triton is imported
+    proc = subprocess.run([sys.executable, "-c", _TRITON_SCRIPT.format(tests=tests_dir)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(CASES) + 2 and set(results.values()) == {"ok"}
+
+
+# --- flex -------------------------------------------------------------------------------------
+
+_NO_FLEX = (f"torch {torch.__version__} has no torch.nn.attention.flex_attention (needs >= 2.5)"
+            if not HAS_FLEX else "impl='flex' runs on CUDA only, and no GPU is visible")
+
+
+@pytest.mark.skipif(not (HAS_FLEX and torch.cuda.is_available()), reason=_NO_FLEX)
+@pytest.mark.parametrize("case", CASES[:3], ids=IDS[:3])
+def test_flex_matches_reference(case):
+    def fn(q, k, v, p, ks, d, g):
+        from rsp_d2.layers.rse_flex import rse_attention_flex
+
+        return rse_attention_flex(*(t.cuda() if t is not None else None for t in (q, k, v, p)),
+                                  ks, d, g).cpu()
+
+    _check_against_definitions(fn, case, tol=dict(atol=1e-4, rtol=1e-4))

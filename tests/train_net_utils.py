@@ -1,0 +1,73 @@
+"""Running train_net.py in subprocesses for the tests.
+
+Detectron2 binds its builtin dataset names to $DETECTRON2_DATASETS when ``detectron2.data`` is
+first imported, so every run on the synthetic data gets a fresh interpreter with it set.
+"""
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_NET = str(REPO / "train_net.py")
+SEMANTIC_TINY = "configs/demo/rsp4_R18_tiny.yaml"
+PANOPTIC_TINY = "configs/demo/panoptic_rsp4_tiny.yaml"
+TIMEOUT_S = 900  # a hung distributed run must fail the test, not the CI job
+
+
+def env_for(data_root, threads=None):
+    """Environment of a run on `data_root`: CPU only (on a GPU machine the gloo/NCCL choice of
+    Detectron2's launch would differ), loopback only, `threads` intra-op threads."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), CUDA_VISIBLE_DEVICES="",
+               GLOO_SOCKET_IFNAME="lo")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def command(*args):
+    return [sys.executable, TRAIN_NET, *map(str, args)]
+
+
+def train_net(*args, data_root, threads=None, expect_ok=True):
+    """Run ``train_net.py *args``; returns the CompletedProcess (stdout and stderr merged)."""
+    proc = subprocess.run(command(*args), cwd=REPO, env=env_for(data_root, threads),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=TIMEOUT_S)
+    if expect_ok and proc.returncode != 0:
+        pytest.fail(f"train_net.py {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                    f"{proc.stdout[-8000:]}")
+    return proc
+
+
+def results(output_dir):
+    """The evaluation results a run saved (RSPTrainer.test)."""
+    with open(Path(output_dir) / "inference" / "results.json") as f:
+        return json.load(f)
+
+
+def metrics(output_dir):
+    """The records of metrics.json, in the order written (runs append to it)."""
+    with open(Path(output_dir) / "metrics.json") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def same_numbers(a, b):
+    """Nested dicts equal, NaN equal to NaN."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(
+            same_numbers(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

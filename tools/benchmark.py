@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Speed and memory of the RSE implementations and of whole heads (the project's benchmark).
+
+    python tools/benchmark.py            # full run (about 10 minutes on a 2-core CPU)
+    python tools/benchmark.py --quick    # smoke run: small shapes, 1 repeat
+
+Writes --out (JSON, default docs/benchmarks.json) and the markdown table next to it
+(docs/benchmarks.md). Measurement helpers: rsp_d2/utils/benchmark.py; cases:
+rsp_d2/utils/benchmark_cases.py.
+"""
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+from rsp_d2.layers import available_rse_impls, rse
+from rsp_d2.utils.benchmark import (
+    load_average, machine_info, peak_extra_memory_mb, summarize, time_run)
+from rsp_d2.utils.benchmark_cases import build_case
+from rsp_d2.utils.benchmark_report import render_markdown
+
+HEAD_LABELS = {"semantic_fpn": "Semantic FPN", "baseline": "baseline (sum)", "rsp2": "RSP-2",
+               "rsp4": "RSP-4"}
+# A case whose warm-up call takes longer than this gets only 3 timed repeats.
+SLOW_CASE_S = 3.0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", default="docs/benchmarks.json", help="JSON output; the .md goes next to it")
+    p.add_argument("--quick", action="store_true", help="small shapes, 1 repeat (smoke test)")
+    p.add_argument("--repeats", type=int, default=7, help="timed calls per case (median reported)")
+    p.add_argument("--train-batch", type=int, default=1, help="batch of the head training step")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    return p.parse_args(argv)
+
+
+def auto_choice(device: str) -> str:
+    probe = torch.zeros(1, 1, 1, 1, device=device)
+    return next(n for n in rse._AUTO_ORDER if n in available_rse_impls(probe))
+
+
+def measure_group(cases, repeats, device, memory=True):
+    """[(timing summary, peak memory or {})] for cases compared with each other. Their timed
+    calls are interleaved round-robin, so that a change in the machine's load hits all of them."""
+    runs, times, counts = [], [], []
+    for case in cases:
+        run = build_case(case)
+        warm = time_run(run, 1, warmup=0, device=device)[0]
+        runs.append(run)
+        times.append([])
+        counts.append(repeats if warm < SLOW_CASE_S else min(repeats, 3))
+    for i in range(max(counts)):
+        for run, ts, n in zip(runs, times, counts):
+            if i < n:
+                ts += time_run(run, 1, warmup=0, device=device)
+    del runs
+    return [(summarize(ts), peak_extra_memory_mb(case) if memory else {})
+            for ts, case in zip(times, cases)]
+
+
+def rse_rows(args, device, impls):
+    if args.quick:
+        shapes = [("tiny", dict(n=1, m=8, c=16, h=16, w=32)),
+                  ("tiny batch", dict(n=2, m=8, c=16, h=8, w=16))]
+    else:
+        shapes = [("1/8 of 1024x2048", dict(n=1, m=64, c=128, h=128, w=256)),
+                  ("512x1024 crop, batch 4", dict(n=4, m=64, c=128, h=64, w=128))]
+    rows = []
+    for label, shape in shapes:
+        by_impl = {impl: dict(shape=label, impl=impl, k=7, **shape) for impl in impls}
+        for mode in ("fwd", "fwdbwd"):
+            cases = [dict(kind="rse", impl=impl, mode=mode, k=7, device=device, **shape)
+                     for impl in impls]
+            for impl, (t, mem) in zip(impls, measure_group(cases, args.repeats, device)):
+                by_impl[impl][mode], by_impl[impl][f"{mode}_memory"] = t, mem
+                print(f"rse {label} {impl} {mode}: {t['median_ms']} ms, {mem}", flush=True)
+        rows += by_impl.values()
+        ref = by_impl.get("reference")
+        for row in by_impl.values():
+            if ref is None:
+                continue
+            row["speedup_vs_reference"] = {
+                m: round(ref[m]["median_ms"] / row[m]["median_ms"], 2) for m in ("fwd", "fwdbwd")}
+            row["memory_vs_reference"] = {
+                m: (round(row[f"{m}_memory"]["peak_extra_mb"] / ref[f"{m}_memory"]["peak_extra_mb"], 4)
+                    if "peak_extra_mb" in row[f"{m}_memory"] and "peak_extra_mb" in ref[f"{m}_memory"]
+                    and ref[f"{m}_memory"]["peak_extra_mb"] > 0 else None)
+                for m in ("fwd", "fwdbwd")}
+    return rows
+
+
+def head_rows(args, device, auto_impl):
+    size_inf, size_train = ((64, 128), (64, 128)) if args.quick else ((1024, 2048), (512, 1024))
+    threads = torch.get_num_threads()
+    # (mode, batch, size, intra-op threads, with impl="reference"). Inference is measured again
+    # single-threaded: on a loaded machine every OpenMP region waits for a descheduled thread
+    # (~30 ms), which penalizes heads with many small ops; one thread shows the compute cost.
+    settings = [("inference", 1, size_inf, threads, True),
+                ("train", args.train_batch, size_train, threads, False)]
+    if threads > 1 and device == "cpu":
+        settings.append(("inference", 1, size_inf, 1, False))
+    rows = []
+    for mode, n, (height, width), n_threads, with_reference in settings:
+        what = "inference" if mode == "inference" else "training step"
+        setting = f"{what} {height}x{width}, batch {n}, {n_threads} thread{'s' * (n_threads > 1)}"
+        heads = [("semantic_fpn", "-"), ("baseline", "-"), ("rsp2", "auto"), ("rsp4", "auto")]
+        if with_reference:
+            heads.append(("rsp4", "reference"))
+        cases = [dict(kind="head", head=head, impl="auto" if impl == "-" else impl, mode=mode,
+                      n=n, height=height, width=width, device=device) for head, impl in heads]
+        torch.set_num_threads(n_threads)
+        try:  # peak memory does not depend on the thread count: measured once
+            measured = measure_group(cases, args.repeats, device, memory=n_threads == threads)
+        finally:
+            torch.set_num_threads(threads)
+        fpn_ms = measured[0][0]["median_ms"]  # heads[0] is Semantic FPN
+        for (head, impl), (t, mem) in zip(heads, measured):
+            rse_impl = "-" if impl == "-" else (auto_impl if impl == "auto" else impl)
+            rows.append(dict(setting=setting, mode=mode, threads=n_threads, head=head,
+                             label=HEAD_LABELS[head], rse_impl=rse_impl, time=t, memory=mem,
+                             vs_semantic_fpn=round(t["median_ms"] / fpn_ms, 3)))
+            print(f"head {setting} {head} ({rse_impl}): {t['median_ms']} ms, {mem}", flush=True)
+    return rows
+
+
+def targets(rse, heads, auto_impl):
+    out = []
+    first_shape = rse[0]["shape"]
+    row = next((r for r in rse if r["shape"] == first_shape and r["impl"] == auto_impl), None)
+    if row and row.get("memory_vs_reference"):
+        for mode in ("fwd", "fwdbwd"):
+            ratio = row["memory_vs_reference"][mode]
+            name = f"RSE peak extra memory, {first_shape}, {mode}, {auto_impl} / reference"
+            out.append(dict(name=name, value=ratio, target="<= 0.125",
+                            met=ratio is not None and ratio <= 0.125))
+    inference = [r for r in heads if r["mode"] == "inference"]
+    for rsp4 in (r for r in inference if r["head"] == "rsp4" and r["rse_impl"] == auto_impl):
+        out.append(dict(name=f"RSP-4 head inference time / Semantic FPN head ({rsp4['setting']})",
+                        value=rsp4["vs_semantic_fpn"], target="<= 1.0 (FLOPs ratio 0.86)",
+                        met=rsp4["vs_semantic_fpn"] <= 1.0))
+        ref = next((r for r in inference if r["head"] == "rsp4" and r["rse_impl"] == "reference"
+                    and r["setting"] == rsp4["setting"]), None)
+        if ref:
+            out.append(dict(name="RSP-4 head inference time, impl=reference / auto",
+                            value=round(ref["time"]["median_ms"] / rsp4["time"]["median_ms"], 2),
+                            target="> 1", met=ref["time"]["median_ms"] > rsp4["time"]["median_ms"]))
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.repeats = 1
+    device = args.device
+    auto_impl = auto_choice(device)
+    probe = torch.zeros(1, 1, 1, 1, device=device)
+    impls = [n for n in rse._AUTO_ORDER if n in available_rse_impls(probe)]
+    results = dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        machine=machine_info(device), load_average_start=load_average(),
+        settings=dict(quick=args.quick, repeats=args.repeats, train_batch=args.train_batch),
+        memory_method=(
+            "one call in a fresh process per case (forked from a server that only imported the "
+            "modules), after the inputs/model exist and a tiny warm-up call: "
+            + ("`torch.cuda.max_memory_allocated()` minus the allocation before the call."
+               if device == "cuda" else
+               "the rise of `ru_maxrss` (the kernel's resident-set high-water mark) over the call, "
+               "i.e. all memory the call touched at its peak (tensors, allocator slack, library "
+               "workspaces), beyond inputs and parameters.")),
+        auto_impl=auto_impl, auto_order=rse._AUTO_ORDER)
+    results["rse"] = rse_rows(args, device, impls)
+    results["heads"] = head_rows(args, device, auto_impl)
+    results["targets"] = targets(results["rse"], results["heads"], auto_impl)
+    results["load_average_end"] = load_average()
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+    md_path = os.path.splitext(args.out)[0] + ".md"
+    with open(md_path, "w") as f:
+        f.write(render_markdown(results))
+    print(f"wrote {args.out} and {md_path}")
+    for t in results["targets"]:
+        print(f"target: {t['name']}: {t['value']} (target {t['target']}) -> "
+              f"{'met' if t['met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

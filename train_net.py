@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Train and evaluate RSP models with Detectron2 (see rsp_d2.engine).
+
+    python train_net.py --config-file configs/cityscapes/rsp4_R50.yaml --num-gpus 8
+    python train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
+
+Builtin datasets are read under $DETECTRON2_DATASETS, which must be set before launching.
+"""
+import sys
+
+from rsp_d2.engine import DatasetNotFoundError, argument_parser, run
+
+if __name__ == "__main__":
+    args = argument_parser().parse_args()
+    print("Command Line Args:", args)
+    try:
+        run(args)
+    except DatasetNotFoundError as e:
+        sys.exit(f"error: {e}")
