@@ -20,7 +20,7 @@ RUN=${1:-output/demo_rsp4_R18}
 BASELINE=${2:-}
 DATA=${DETECTRON2_DATASETS:-datasets/synthetic}
 IMAGE=$DATA/cityscapes/leftImg8bit/val/frankfurt/frankfurt_000000_000019_leftImg8bit.png
-OUT=docs/images
+OUT=${FIGURES_DIR:-docs/images}  # FIGURES_DIR: elsewhere (the test writes to a temp folder)
 MAX_BYTES=300000
 
 fail() { echo "error: $*" >&2; exit 1; }

@@ -496,3 +496,27 @@ def test_confusion_matrix_evaluator_needs_an_output_dir():
 
     with pytest.raises(ValueError, match="needs an output_dir"):
         ConfusionMatrixSemSegEvaluator("cityscapes_fine_sem_seg_val", output_dir=None)
+
+
+@pytest.mark.slow
+def test_make_figures_script_regenerates_every_readme_picture(tiny, synthetic_root, tmp_path):
+    """docs/make_figures.sh, the README's command for its pictures, on a tiny run folder."""
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config, checkpoint = tiny["rsp"]
+    shutil.copy(config, run / "config.yaml")
+    shutil.copy(checkpoint, run / "model_final.pth")
+    (run / "metrics.json").write_text("".join(
+        json.dumps({"iteration": i, "total_loss": 2.0 / (i + 1), "lr": 0.01}) + "\n" for i in range(5)))
+    out = tmp_path / "figures"
+    proc = subprocess.run(["bash", "docs/make_figures.sh", str(run)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600,
+                          env=dict(os.environ, PY=sys.executable, FIGURES_DIR=str(out),
+                                   DETECTRON2_DATASETS=str(synthetic_root)))
+    assert_ok(proc)
+    names = sorted(os.listdir(out))
+    assert names == sorted(os.listdir(os.path.join(REPO, "docs", "images"))), names
+    for name in names:
+        assert 0 < os.path.getsize(out / name) <= 300_000
