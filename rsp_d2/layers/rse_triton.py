@@ -50,19 +50,25 @@ if HAS_TRITON:
         return tl.expand_dims(x, 0)
 
     @triton.jit
+    def _tile(H, W, G, MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+        """This program's (batch, head) and pixel tile: pixel indices p (BLOCK_P,), their rows i
+        and columns j, and the channel ranges rm (BLOCK_M,), rc (BLOCK_C,) with their masks."""
+        pid_p, pid_ng = tl.program_id(0), tl.program_id(1)
+        hw = H * W
+        p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+        rm, rc = tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_C)
+        return (pid_ng, pid_ng // G, pid_ng % G, hw, p, p < hw, p // W, p % W, rm, rc,
+                rm < MH, rc < CH)
+
+    @triton.jit
     def _rse_fwd_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, out_ptr, lse_ptr,
                         H, W, M, C, G,
                         MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, K: tl.constexpr,
                         DIL: tl.constexpr, HAS_POS: tl.constexpr):
-        pid_p, pid_ng = tl.program_id(0), tl.program_id(1)
-        n, g = pid_ng // G, pid_ng % G
-        hw = H * W
-        p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-        in_map = p < hw
-        i, j = p // W, p % W
-        rm, rc = tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_C)
-        mm, mc = rm < MH, rc < CH
+        pid_ng, n, g, hw, p, in_map, i, j, rm, rc, mm, mc = _tile(
+            H, W, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
         q_base = q_ptr + n * M * hw + _row(g * MH + rm) * hw
         k_base = k_ptr + n * M * hw + _row(g * MH + rm) * hw
         v_base = v_ptr + n * C * hw + _row(g * CH + rc) * hw
@@ -106,14 +112,8 @@ if HAS_TRITON:
                               MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
                               BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, K: tl.constexpr,
                               DIL: tl.constexpr, HAS_POS: tl.constexpr):
-        pid_p, pid_ng = tl.program_id(0), tl.program_id(1)
-        n, g = pid_ng // G, pid_ng % G
-        hw = H * W
-        p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-        in_map = p < hw
-        i, j = p // W, p % W
-        rm, rc = tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_C)
-        mm, mc = rm < MH, rc < CH
+        pid_ng, n, g, hw, p, in_map, i, j, rm, rc, mm, mc = _tile(
+            H, W, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
         q_base = q_ptr + n * M * hw + _row(g * MH + rm) * hw
         k_base = k_ptr + n * M * hw + _row(g * MH + rm) * hw
         c_off = n * C * hw + _row(g * CH + rc) * hw
@@ -151,14 +151,8 @@ if HAS_TRITON:
                             MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, K: tl.constexpr,
                             DIL: tl.constexpr):
-        pid_p, pid_ng = tl.program_id(0), tl.program_id(1)
-        n, g = pid_ng // G, pid_ng % G
-        hw = H * W
-        p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-        in_map = p < hw
-        i, j = p // W, p % W
-        rm, rc = tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_C)
-        mm, mc = rm < MH, rc < CH
+        pid_ng, n, g, hw, p, in_map, i, j, rm, rc, mm, mc = _tile(
+            H, W, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
         m_off = n * M * hw + _row(g * MH + rm) * hw
         c_off = n * C * hw + _row(g * CH + rc) * hw
         dk = tl.zeros((BLOCK_P, BLOCK_M), tl.float32)
