@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.py
+# Reinstalling the package recompiles the C++ relation (rsp_d2._C) when its source changes.
+$(VENV)/.installed: requirements.txt setup.py $(wildcard rsp_d2/layers/csrc/*.cpp)
 	@test -n "$(PYTHON310)" || { echo "error: Python 3.10 not found (tried python3.10 and pyenv); set PYTHON310=/path/to/python3.10" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON310) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<81"

@@ -23,7 +23,7 @@ def add_rsp_config(cfg):
     rsp.NUM_HEADS = 1
     # Add the projected relative-position embedding f_p(p) to the key (Eq. 3).
     rsp.POS_EMBEDDING = True
-    # Implementation of the relation: "auto" | "reference" | "chunked" | "triton" | "flex".
+    # Implementation of the relation: "auto" | "reference" | "chunked" | "cpp" | "triton" | "flex".
     rsp.IMPL = "auto"
     # Per-pixel loss: "cross_entropy" or "bootstrapped" (cross entropy over the hardest pixels).
     rsp.LOSS_TYPE = "cross_entropy"

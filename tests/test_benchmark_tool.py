@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from rsp_d2.layers.rse_cpu import HAS_CPP_EXT
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -22,10 +24,11 @@ def quick_report(tmp_path_factory):
 def test_json_has_every_row(quick_report):
     results, _ = quick_report
     assert results["machine"]["cpu"] and results["machine"]["torch_threads"] >= 1
-    assert results["auto_impl"] == "chunked"
+    auto = "cpp" if HAS_CPP_EXT else "chunked"
+    assert results["auto_impl"] == auto
     # Two shapes x the impls runnable on CPU, each timed and measured forward and fwd+bwd.
     impls = {r["impl"] for r in results["rse"]}
-    assert impls == {"chunked", "reference"} and len(results["rse"]) == 4
+    assert impls == {auto, "chunked", "reference"} and len(results["rse"]) == 2 * len(impls)
     for row in results["rse"]:
         for mode in ("fwd", "fwdbwd"):
             assert row[mode]["median_ms"] > 0 and row[mode]["repeats"] == 1
@@ -33,8 +36,9 @@ def test_json_has_every_row(quick_report):
         assert set(row["speedup_vs_reference"]) == {"fwd", "fwdbwd"}
     threads = results["machine"]["torch_threads"]
     heads = [(r["mode"], r["threads"], r["head"], r["rse_impl"]) for r in results["heads"]]
-    compared = [("semantic_fpn", "-"), ("baseline", "-"), ("rsp2", "chunked"), ("rsp4", "chunked")]
-    expected = [("inference", threads, *h) for h in compared + [("rsp4", "reference")]]
+    compared = [("semantic_fpn", "-"), ("baseline", "-"), ("rsp2", auto), ("rsp4", auto)]
+    fallbacks = [("rsp4", "chunked")] if auto != "chunked" else []
+    expected = [("inference", threads, *h) for h in compared + fallbacks + [("rsp4", "reference")]]
     expected += [("train", threads, *h) for h in compared]
     if threads > 1:  # inference again with one thread
         expected += [("inference", 1, *h) for h in compared]

@@ -1,4 +1,4 @@
-"""The fast rse_attention implementations ("chunked", "triton", "flex") against the reference
+"""The fast rse_attention implementations ("cpp", "chunked", "triton", "flex") against the reference
 and against the loop definition (tests/rse_loops.py), outputs and gradients.
 
 rse_loops builds its logits from Python floats, so only value's gradient flows through it;
@@ -17,8 +17,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from rse_loops import rse_loops
 from rsp_d2.layers import RelationalSemanticsExtractor, rse, rse_attention
-from rsp_d2.layers import rse_chunked
+from rsp_d2.layers import rse_chunked, rse_cpu
 from rsp_d2.layers.rse_chunked import rse_attention_chunked
+from rsp_d2.layers.rse_cpu import HAS_CPP_EXT, rse_attention_cpp
 from rsp_d2.layers.rse_flex import HAS_FLEX
 from rsp_d2.layers.rse_triton import HAS_TRITON
 
@@ -107,17 +108,76 @@ def test_chunked_parallel_bands(monkeypatch, case):
         torch.set_num_threads(threads)
 
 
+# The C++ extension is built by `pip install -e .` (make env); RSP_D2_NO_EXT=1 skips it on
+# purpose. Anywhere else a missing extension is a failed build, and test_cpp_extension_built
+# says so instead of these tests quietly skipping.
+_NO_EXT = os.environ.get("RSP_D2_NO_EXT") == "1"
+needs_cpp = pytest.mark.skipif(not HAS_CPP_EXT and _NO_EXT,
+                               reason="rsp_d2._C deliberately not built (RSP_D2_NO_EXT=1)")
+CPU_IMPLS = {"chunked": rse_attention_chunked, "cpp": rse_attention_cpp}
+
+
+def test_cpp_extension_built():
+    if _NO_EXT:
+        pytest.skip("RSP_D2_NO_EXT=1: the C++ extension is deliberately not built")
+    assert HAS_CPP_EXT, f"rsp_d2._C failed to import: {rse_cpu.CPP_EXT_ERROR}"
+
+
+@needs_cpp
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_cpp_matches_reference_and_loops(case):
+    _check_against_definitions(rse_attention_cpp, case)
+
+
+@needs_cpp
+def test_cpp_threads_split_rows_exactly():
+    # Big enough for the kernels to start 3 threads; each output row is computed by one
+    # thread with the same arithmetic, so the split must not change a single bit.
+    inputs = _inputs(2, 16, 16, 24, 40, 7, True, seed=5)
+    grad_out = torch.randn(2, 16, 24, 40)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n_threads in (1, 3):
+            torch.set_num_threads(n_threads)
+            out = rse_attention_cpp(*inputs, 7, 2, 2)
+            results.append([out, *_grads(out, inputs, grad_out)])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@needs_cpp
+def test_cpp_gradcheck():
+    inputs = [t.detach().double().requires_grad_() for t in _inputs(1, 4, 4, 5, 6, 3, True)]
+    assert torch.autograd.gradcheck(lambda *a: rse_attention_cpp(*a, 3, 2, 2), inputs)
+
+
+@needs_cpp
+def test_cpp_rejects_non_cpu_layouts_clearly():
+    from rsp_d2 import _C
+
+    a = torch.randn(1, 1, 2, 4, 5)
+    with pytest.raises(RuntimeError, match="contiguous CPU tensor"):
+        _C.window_dot(a, a.transpose(3, 4).contiguous().transpose(3, 4), None, 3, 1, 0.0)
+    with pytest.raises(RuntimeError, match=r"\(K\*K, G, D\)"):
+        _C.window_dot(a, a, torch.zeros(3, 2), 3, 1, 0.0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=[IDS[1], IDS[3]])
-def test_chunked_half_precision(case, dtype):
-    _check_against_definitions(rse_attention_chunked, case, dtype, HALF_TOL[dtype])
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp)])
+def test_half_precision(impl, case, dtype):
+    _check_against_definitions(CPU_IMPLS[impl], case, dtype, HALF_TOL[dtype])
 
 
-def test_chunked_stable_for_large_logits():
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp)])
+def test_stable_for_large_logits(impl):
     # Logits of +-1e4: a softmax without max-subtraction overflows to inf/nan.
     q, k, v, p = _inputs(1, 4, 4, 6, 7, 3, True, seed=3)
     q, k = q.detach() * 100, k.detach() * 100
-    out = rse_attention_chunked(q, k, v, p, 3, 1, 1)
+    out = CPU_IMPLS[impl](q, k, v, p, 3, 1, 1)
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.double(), rse_loops(q, k, v, p, 3, 1, 1), **FP32_TOL)
 
@@ -175,9 +235,10 @@ def _saved_numels(impl):
     return numels
 
 
-def test_chunked_saves_no_unfolded_tensor():
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp)])
+def test_saves_no_unfolded_tensor(impl):
     _, unfolded = _mem_inputs()
-    saved = _saved_numels("chunked")
+    saved = _saved_numels(impl)
     assert saved and max(saved) < unfolded, (max(saved), unfolded)
     # The check can fail: the unfold reference saves a k*k*M*H*W tensor or larger.
     assert max(_saved_numels("reference")) >= unfolded
@@ -198,36 +259,53 @@ class _LargestTensor(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("impl", ["chunked", "reference"])
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp), "reference"])
 def test_no_unfolded_tensor_created_forward_or_backward(impl):
     (q, k, v, p), unfolded = _mem_inputs()
     with _LargestTensor() as mode:
         out = rse_attention(q, k, v, p, MEM_CASE["k"], MEM_CASE["d"], MEM_CASE["g"], impl=impl)
         out.sum().backward()
-    if impl == "chunked":
-        assert mode.largest < unfolded, (mode.largest, unfolded)
+    if impl != "reference":
+        assert 0 < mode.largest < unfolded, (mode.largest, unfolded)
     else:  # the detector sees the reference's unfold
         assert mode.largest >= unfolded
 
 
 # --- selection ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_auto_picks_chunked_on_cpu(monkeypatch, dtype):
-    calls = []
-    chunked = rse._IMPLS["chunked"]
+def _auto_calls(monkeypatch, dtype):
+    """{impl: [dtype]} of the implementations impl="auto" called for one CPU call."""
+    calls = {}
+    for name in ("cpp", "chunked", "reference"):
+        def spy(*args, _fn=rse._IMPLS[name], _name=name):
+            calls.setdefault(_name, []).append(args[0].dtype)
+            return _fn(*args)
 
-    def spy(*args):
-        calls.append(args[0].dtype)
-        return chunked(*args)
-
-    monkeypatch.setitem(rse._IMPLS, "chunked", spy)
+        monkeypatch.setitem(rse._IMPLS, name, spy)
     q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True, dtype)
     rse_attention(q, k, v, p, 3, impl="auto")
-    assert calls == [dtype]
     # triton imports here, but must not be chosen (nor runnable) for CPU tensors.
     assert "triton" in rse._IMPLS and not rse._AVAILABLE["triton"](q)
-    assert rse._AUTO_ORDER.index("chunked") < rse._AUTO_ORDER.index("reference")
+    return calls
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_auto_picks_cpp_on_cpu(monkeypatch, dtype):
+    assert _auto_calls(monkeypatch, dtype) == {"cpp": [dtype]}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_auto_falls_back_to_chunked_without_extension(monkeypatch, caplog, dtype):
+    monkeypatch.setattr(rse_cpu, "HAS_CPP_EXT", False)
+    rse._log_choice_once.cache_clear()
+    with caplog.at_level("INFO", logger="rsp_d2.layers.rse"):
+        assert _auto_calls(monkeypatch, dtype) == {"chunked": [dtype]}
+    assert f"uses 'chunked' for {dtype} on cpu" in caplog.text  # the choice is visible
+    q = _inputs(1, 4, 4, 5, 6, 3, False)[0]
+    with pytest.raises(ValueError, match="impl 'cpp' cannot run"):
+        rse_attention(q, q, q, None, 3, impl="cpp")
+    rse._log_choice_once.cache_clear()
 
 
 def test_unknown_impl_raises():

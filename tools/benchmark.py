@@ -94,7 +94,7 @@ def rse_rows(args, device, impls):
     return rows
 
 
-def head_rows(args, device, auto_impl):
+def head_rows(args, device, auto_impl, impls):
     size_inf, size_train = ((64, 128), (64, 128)) if args.quick else ((1024, 2048), (512, 1024))
     threads = torch.get_num_threads()
     # (mode, batch, size, intra-op threads, with impl="reference"). Inference is measured again
@@ -110,6 +110,10 @@ def head_rows(args, device, auto_impl):
         setting = f"{what} {height}x{width}, batch {n}, {n_threads} thread{'s' * (n_threads > 1)}"
         heads = [("semantic_fpn", "-"), ("baseline", "-"), ("rsp2", "auto"), ("rsp4", "auto")]
         if with_reference:
+            # The pure-PyTorch fallback (used where the C++ extension is not built), then the
+            # unfold definition.
+            if auto_impl != "chunked" and "chunked" in impls:
+                heads.append(("rsp4", "chunked"))
             heads.append(("rsp4", "reference"))
         cases = [dict(kind="head", head=head, impl="auto" if impl == "-" else impl, mode=mode,
                       n=n, height=height, width=width, device=device) for head, impl in heads]
@@ -176,7 +180,7 @@ def main(argv=None):
                "workspaces), beyond inputs and parameters.")),
         auto_impl=auto_impl, auto_order=rse._AUTO_ORDER)
     results["rse"] = rse_rows(args, device, impls)
-    results["heads"] = head_rows(args, device, auto_impl)
+    results["heads"] = head_rows(args, device, auto_impl, impls)
     results["targets"] = targets(results["rse"], results["heads"], auto_impl)
     results["load_average_end"] = load_average()
 

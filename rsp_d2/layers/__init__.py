@@ -19,4 +19,4 @@ from .fusion import (
 )
 # Importing these registers the fast implementations of rse_attention (impl="auto" order
 # in rse._AUTO_ORDER).
-from . import rse_chunked, rse_flex, rse_triton  # noqa: E402,F401
+from . import rse_chunked, rse_cpu, rse_flex, rse_triton  # noqa: E402,F401
