@@ -3,13 +3,27 @@
 
 The fused CPU kernels of the relation (rsp_d2/layers/csrc) are compiled here as ``rsp_d2._C``,
 as Detectron2 compiles its own ops. The extension is optional: if it cannot be built (no C++
-compiler, or torch not importable at build time), the package still installs and
-``rse_attention(impl="auto")`` falls back to the pure-PyTorch ``chunked`` implementation.
-Set RSP_D2_NO_EXT=1 to skip it deliberately.
+compiler, torch not importable at build time, a compile error), the package still installs,
+with a warning, and ``rse_attention(impl="auto")`` falls back to the pure-PyTorch ``chunked``
+implementation. Set RSP_D2_NO_EXT=1 to skip it deliberately.
 """
+import glob
+import hashlib
 import os
+import shutil
+import warnings
 
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXT_SOURCE = "rsp_d2/layers/csrc/rse_cpu.cpp"
+
+
+def source_sha(path: str) -> str:
+    """Hash compiled into the extension; rsp_d2/layers/rse_cpu.py compares it with the source
+    next to it, so a binary left over from an older source is never used."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def extensions():
@@ -18,14 +32,30 @@ def extensions():
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:  # torch must be installed first (--no-build-isolation)
+        warnings.warn("rsp_d2: torch is not importable at build time; rsp_d2._C not built")
         return [], {}
+    if not shutil.which(os.environ.get("CXX", "c++")):
+        warnings.warn("rsp_d2: no C++ compiler found; rsp_d2._C not built")
+        return [], {}
+
+    class OptionalBuildExtension(BuildExtension):
+        def run(self):
+            # A stale binary must not survive a failed build of newer source.
+            for old in glob.glob(os.path.join(HERE, "rsp_d2", "_C*.so")):
+                os.remove(old)
+            try:
+                super().run()
+            except Exception as e:  # noqa: BLE001 - any build failure leaves the fallback
+                warnings.warn(f"rsp_d2: building rsp_d2._C failed ({e}); the relation "
+                              "falls back to pure PyTorch (impl='chunked')")
+
     ext = CppExtension(
         "rsp_d2._C",
-        ["rsp_d2/layers/csrc/rse_cpu.cpp"],
-        extra_compile_args=["-O3"],
-        optional=True,  # a failed build warns instead of failing the install
+        [EXT_SOURCE],
+        extra_compile_args=["-O3", f'-DRSP_SOURCE_SHA="{source_sha(os.path.join(HERE, EXT_SOURCE))}"'],
+        optional=True,  # a compile error warns instead of failing the install
     )
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=False)}
+    return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}
 
 
 ext_modules, cmdclass = extensions()

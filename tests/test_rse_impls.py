@@ -123,16 +123,40 @@ def test_cpp_extension_built():
     assert HAS_CPP_EXT, f"rsp_d2._C failed to import: {rse_cpu.CPP_EXT_ERROR}"
 
 
+# Degenerate maps: one row, one column, dilated windows reaching past the whole map (whole
+# window rows/columns off the map).
+EDGE_CASES = [
+    (1, 4, 4, 1, 3, 5, 2, 1, True),
+    (1, 4, 6, 3, 1, 3, 4, 2, True),
+    (2, 4, 4, 2, 3, 7, 3, 1, False),
+]
+EDGE_IDS = ["k{5}d{6}h{7}_{3}x{4}".format(*c) for c in EDGE_CASES]
+
+
+@pytest.mark.parametrize("case", EDGE_CASES, ids=EDGE_IDS)
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp)])
+def test_degenerate_maps(impl, case):
+    _check_against_definitions(CPU_IMPLS[impl], case)
+
+
 @needs_cpp
+@pytest.mark.parametrize("allow_avx2", [True, False], ids=["dispatch", "baseline_isa"])
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_cpp_matches_reference_and_loops(case):
-    _check_against_definitions(rse_attention_cpp, case)
+def test_cpp_matches_reference_and_loops(case, allow_avx2):
+    # allow_avx2=False runs the loops compiled for the baseline ISA, which the CPU dispatch
+    # would otherwise never pick on an AVX2 machine.
+    def fn(q, k, v, p, ks, d, g):
+        return rse_attention_cpp(q, k, v, p, ks, d, g, allow_avx2=allow_avx2)
+
+    _check_against_definitions(fn, case)
 
 
 @needs_cpp
 def test_cpp_threads_split_rows_exactly():
-    # Big enough for the kernels to start 3 threads; each output row is computed by one
-    # thread with the same arithmetic, so the split must not change a single bit.
+    # Big enough for the kernels to start 3 threads (the CASES above run on one). Each output
+    # row is computed by one thread with the same arithmetic, so the split must not change a
+    # bit of the kernels' results; d_pos comes from a torch einsum, whose BLAS may sum in
+    # another order with other thread counts.
     inputs = _inputs(2, 16, 16, 24, 40, 7, True, seed=5)
     grad_out = torch.randn(2, 16, 24, 40)
     threads = torch.get_num_threads()
@@ -144,8 +168,25 @@ def test_cpp_threads_split_rows_exactly():
             results.append([out, *_grads(out, inputs, grad_out)])
     finally:
         torch.set_num_threads(threads)
-    for a, b in zip(*results):
+    for a, b in zip(results[0][:4], results[1][:4]):
         assert torch.equal(a, b)
+    torch.testing.assert_close(results[0][4], results[1][4])
+    # ...and the threaded result is the relation's.
+    exact = [t.detach().double() for t in inputs]
+    ref = rse_attention(*exact, kernel_size=7, dilation=2, num_heads=2, impl="reference")
+    torch.testing.assert_close(results[1][0].double(), ref, **FP32_TOL)
+
+
+@needs_cpp
+def test_cpp_refuses_a_stale_binary(monkeypatch, tmp_path):
+    # A binary compiled from other source than the checkout's is not used (a failed rebuild
+    # must not leave tests checking the old code).
+    assert rse_cpu._load_extension()[0] is not None
+    other = tmp_path / "rse_cpu.cpp"
+    other.write_text("// another version\n")
+    monkeypatch.setattr(rse_cpu, "_SOURCE", str(other))
+    ext, why = rse_cpu._load_extension()
+    assert ext is None and why.startswith("stale:") and str(other) in why
 
 
 @needs_cpp
@@ -163,6 +204,9 @@ def test_cpp_rejects_non_cpu_layouts_clearly():
         _C.window_dot(a, a.transpose(3, 4).contiguous().transpose(3, 4), None, 3, 1, 0.0)
     with pytest.raises(RuntimeError, match=r"\(K\*K, G, D\)"):
         _C.window_dot(a, a, torch.zeros(3, 2), 3, 1, 0.0)
+    q = torch.randn(1, 4, 5, 6)
+    with pytest.raises(ValueError, match="kernel_size must be a positive odd int"):
+        rse_attention_cpp(q, q, q, None, 4)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

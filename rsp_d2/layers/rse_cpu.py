@@ -12,85 +12,102 @@ backward, each one C++ call or one torch op:
 
 Like ``chunked``, only the inputs and the (N, G, k*k, H, W) weights are saved for backward;
 no k*k*M*H*W or k*k*C*H*W tensor exists. Half-precision inputs are computed in float32.
-Unavailable (and skipped by ``impl="auto"``) when the extension was not built.
+Unavailable (and skipped by ``impl="auto"``) when the extension was not built, or was built
+from another version of csrc/rse_cpu.cpp than the one beside this file.
 """
+import hashlib
+import importlib
+import os
+
 import torch
 
-from .rse import register_rse_impl
+from .rse import check_rse_inputs, register_rse_impl
+from .rse_chunked import _compute_dtype
+from .rse_chunked import _heads as _chunked_heads
+from .rse_chunked import _pos_heads as _chunked_pos_heads
 
 __all__ = ["rse_attention_cpp", "HAS_CPP_EXT"]
 
-try:
-    from rsp_d2 import _C
-
-    HAS_CPP_EXT = True
-    CPP_EXT_ERROR = ""
-except ImportError as e:  # built without a compiler, or RSP_D2_NO_EXT=1
-    _C = None
-    HAS_CPP_EXT = False
-    CPP_EXT_ERROR = str(e)
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rse_cpu.cpp")
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Sums of 49 products/exps lose too much in half precision.
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+def _load_extension():
+    """(module or None, why not). A binary compiled from another version of the source next to
+    this file (a failed or skipped rebuild in a checkout) is refused, never silently used."""
+    try:
+        _C = importlib.import_module("rsp_d2._C")
+    except ImportError as e:  # built without a compiler, or RSP_D2_NO_EXT=1
+        return None, f"not built ({e})"
+    if os.path.exists(_SOURCE):  # a source checkout; an installed wheel ships no source
+        with open(_SOURCE, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()[:16]
+        if _C.source_sha != sha:
+            return None, (f"stale: {_C.__file__} was compiled from source {_C.source_sha}, "
+                          f"but {_SOURCE} is {sha}")
+    return _C, ""
+
+
+_C, CPP_EXT_ERROR = _load_extension()
+HAS_CPP_EXT = _C is not None
 
 
 def _heads(x: torch.Tensor, num_heads: int, dtype: torch.dtype) -> torch.Tensor:
-    """(N, G*D, H, W) -> contiguous (N, G, D, H, W) in `dtype` (no copy when already so)."""
-    n, c, h, w = x.shape
-    return x.to(dtype).reshape(n, num_heads, c // num_heads, h, w).contiguous()
+    """(N, G*D, H, W) -> contiguous (N, G, D, H, W) in `dtype`, as the kernels read it."""
+    return _chunked_heads(x, num_heads, dtype).contiguous()
 
 
 def _pos_heads(pos, num_heads, dtype):
     """(k*k, M) -> contiguous (k*k, G, M/G), or None."""
-    if pos is None:
-        return None
-    return pos.to(dtype).reshape(pos.shape[0], num_heads, -1).contiguous()
+    return None if pos is None else _chunked_pos_heads(pos, num_heads, dtype).contiguous()
 
 
 class _CppRSE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads):
+    def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2):
         cdt = _compute_dtype(query.dtype)
         q, k, v = (_heads(t, num_heads, cdt) for t in (query, key, value))
         p = _pos_heads(pos, num_heads, cdt)
-        logits = _C.window_dot(q, k, p, kernel_size, dilation, float("-inf"))
+        geo = (kernel_size, dilation)
+        logits = _C.window_dot(q, k, p, *geo, float("-inf"), allow_avx2)
         # The centre offset is always on the map, so no pixel's logits are all -inf.
         weights = torch.softmax(logits, dim=2)
         del logits
-        out = _C.window_gather(weights, v, None, kernel_size, dilation)
+        out = _C.window_gather(weights, v, None, *geo, allow_avx2)
         ctx.save_for_backward(query, key, value, pos, weights)
-        ctx.args = (kernel_size, dilation, num_heads)
+        ctx.args = (kernel_size, dilation, num_heads, allow_avx2)
         return out.reshape(value.shape).to(value.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         query, key, value, pos, weights = ctx.saved_tensors
-        kernel_size, dilation, num_heads = ctx.args
+        kernel_size, dilation, num_heads, allow_avx2 = ctx.args
+        geo = (kernel_size, dilation)
         cdt = weights.dtype
         q, k, v, g = (_heads(t, num_heads, cdt) for t in (query, key, value, grad_out))
         p = _pos_heads(pos, num_heads, cdt)
         # dL/dw_o = g . v_o; off-map entries are multiplied by w = 0 below.
-        d_logits = _C.window_dot(g, v, None, kernel_size, dilation, 0.0)
+        d_logits = _C.window_dot(g, v, None, *geo, 0.0, allow_avx2)
         # Softmax backward over the window: dlogit = w * (dw - sum_o w dw).
         d_logits.sub_((weights * d_logits).sum(dim=2, keepdim=True)).mul_(weights)
-        dq = _C.window_gather(d_logits, k, p, kernel_size, dilation)  # sum_o dlogit_o (k_o + pos_o)
-        dk = _C.window_scatter(d_logits, q, kernel_size, dilation)
-        dv = _C.window_scatter(weights, g, kernel_size, dilation)
+        dq = _C.window_gather(d_logits, k, p, *geo, allow_avx2)  # sum_o dlogit_o (k_o + pos_o)
+        dk = _C.window_scatter(d_logits, q, *geo, allow_avx2)
+        dv = _C.window_scatter(weights, g, *geo, allow_avx2)
         d_pos = None
         if pos is not None and ctx.needs_input_grad[3]:  # sum over pixels of dlogit_o q
             d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q).reshape(pos.shape).to(pos.dtype)
         grads = [t.reshape(ref.shape).to(ref.dtype) for t, ref in ((dq, query), (dk, key), (dv, value))]
-        return (*grads, d_pos, None, None, None)
+        return (*grads, d_pos, None, None, None, None)
 
 
-def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1):
+def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1,
+                      allow_avx2: bool = True):
     """Same contract as :func:`rsp_d2.layers.rse_attention` (Eq. 1-3, masked borders, no scaling).
 
     Args:
         query, key: (N, M, H, W) CPU tensors; value: (N, C, H, W); pos: (k*k, M) or None.
+        allow_avx2: False runs the loops compiled for the baseline x86-64 ISA even on a CPU
+            with AVX2+FMA (the tests check both builds against the reference).
 
     Returns:
         (N, C, H, W) in value's dtype; float16/bfloat16 are computed in float32. Uses
@@ -100,9 +117,16 @@ def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, nu
         raise RuntimeError(f"rse_attention_cpp: the extension rsp_d2._C is not built "
                            f"({CPP_EXT_ERROR}); reinstall with `pip install -e . "
                            f"--no-build-isolation` and a C++ compiler, or use impl='chunked'")
-    return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads)
+    check_rse_inputs(query, key, value, pos, kernel_size, dilation, num_heads)
+    if query.device.type != "cpu":
+        raise ValueError(f"rse_attention_cpp: CPU tensors only, got {query.device}")
+    return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2)
+
+
+def _cpp(query, key, value, pos, kernel_size, dilation, num_heads):
+    return rse_attention_cpp(query, key, value, pos, kernel_size, dilation, num_heads)
 
 
 register_rse_impl(
-    "cpp", rse_attention_cpp,
+    "cpp", _cpp,
     lambda q: HAS_CPP_EXT and q.device.type == "cpu" and q.is_floating_point())

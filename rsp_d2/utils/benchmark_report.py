@@ -91,6 +91,10 @@ def render_markdown(results: Dict) -> str:
               "compute cost. Peak memory does not depend on the thread count and is measured "
               "once.", ""]
     lines += _head_table(results["heads"])
+    if m["device"] != "cuda":
+        lines += ["", "GPU: not measured in this run (device {}). The same command on a machine "
+                  "with CUDA measures the `triton` and `flex` implementations and the heads on the "
+                  "GPU.".format(m["device"])]
     lines += ["", "## Targets (issue \"Fast RSE\")", ""]
     for t in results["targets"]:
         lines.append(f"- {t['name']}: measured {t['value']} (target {t['target']}): "

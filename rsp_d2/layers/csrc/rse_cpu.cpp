@@ -15,12 +15,14 @@
 //                                  gather so that threads never write the same pixel.
 //
 // Shapes: a, b: (N, G, D, H, W); w, out of window_dot: (N, G, K*K, H, W); bias: (K*K, G, D).
-// On x86-64 the loops are compiled twice, for AVX2+FMA and for the baseline ISA, and the
-// CPU picks at run time, so one build runs everywhere and uses 8-wide FMAs where it can.
+// On x86-64 with GCC the loops are compiled twice, for AVX2+FMA and for the baseline ISA, and
+// the CPU picks at run time, so one build runs everywhere and uses 8-wide FMAs where it can
+// (other compilers/CPUs get the baseline loops: correct, not tuned). The FMA build rounds
+// a*b+c once, so the last bits of results differ between CPUs with and without AVX2.
 #include <torch/extension.h>
 
 #include <algorithm>
-#include <limits>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -154,23 +156,27 @@ bool has_avx2() {
 // Runs fn(begin, end) over [0, rows) split into contiguous parts, one per intra-op thread
 // (torch.get_num_threads()). Plain threads: the torch wheel's OpenMP runtime is not ours to
 // link, and a handful of calls per forward makes thread start-up (tens of us) negligible.
+// fn must not throw (the callers check their arguments before).
 template <typename Fn>
 void parallel_rows(int64_t rows, int64_t work_per_row, const Fn& fn) {
-  int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  if (rows <= 0) return;
+  int64_t threads = at::get_num_threads();
   // Below ~64k multiply-adds a thread costs more than it saves.
-  threads = std::min<int64_t>(threads, std::max<int64_t>(1, rows * work_per_row / (1 << 16)));
-  threads = std::min<int64_t>(threads, rows);
-  if (threads <= 1) {
-    fn(0, rows);
-    return;
-  }
-  std::vector<std::thread> pool;
+  threads = std::min<int64_t>(threads, rows * work_per_row / (1 << 16));
+  threads = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
   const int64_t step = (rows + threads - 1) / threads;
-  for (int64_t t = 1; t < threads; ++t) {
-    const int64_t begin = t * step, end = std::min(rows, begin + step);
-    if (begin < end) pool.emplace_back([&fn, begin, end] { fn(begin, end); });
+  std::vector<std::thread> pool;
+  int64_t begin = step;  // [0, step) is the calling thread's
+  for (; begin < rows; begin += step) {
+    const int64_t end = std::min(rows, begin + step);
+    try {
+      pool.emplace_back([&fn, begin, end] { fn(begin, end); });
+    } catch (const std::system_error&) {  // no thread to be had (limits): do the rest here
+      break;
+    }
   }
   fn(0, std::min(rows, step));
+  for (; begin < rows; begin += step) fn(begin, std::min(rows, begin + step));
   for (auto& th : pool) th.join();
 }
 
@@ -195,7 +201,7 @@ const void* bias_ptr(const c10::optional<at::Tensor>& bias, const at::Tensor& li
 
 at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
                       const c10::optional<at::Tensor>& bias, int64_t kernel_size,
-                      int64_t dilation, double fill) {
+                      int64_t dilation, double fill, bool allow_avx2) {
   const Geometry s = geometry(a, kernel_size, dilation);
   check(a, a, "a");
   check(b, a, "b");
@@ -209,7 +215,7 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
     const scalar_t f = static_cast<scalar_t>(fill);
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
-      if (has_avx2()) return dot_rows_avx2<scalar_t>(s, ap, bb, biasp, f, op, begin, end);
+      if (allow_avx2 && has_avx2()) return dot_rows_avx2<scalar_t>(s, ap, bb, biasp, f, op, begin, end);
 #endif
       dot_rows<scalar_t>(s, ap, bb, biasp, f, op, begin, end);
     });
@@ -219,7 +225,7 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
 
 at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
                               const c10::optional<at::Tensor>& bias, int64_t kernel_size,
-                              int64_t dilation, int sign) {
+                              int64_t dilation, int sign, bool allow_avx2) {
   const Geometry s = geometry(b, kernel_size, dilation);
   check(b, b, "b");
   check(w, b, "w");
@@ -234,7 +240,7 @@ at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
     scalar_t* op = out.data_ptr<scalar_t>();
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
-      if (has_avx2()) return gather_rows_avx2<scalar_t>(s, wp, bb, biasp, sign, op, begin, end);
+      if (allow_avx2 && has_avx2()) return gather_rows_avx2<scalar_t>(s, wp, bb, biasp, sign, op, begin, end);
 #endif
       gather_rows<scalar_t>(s, wp, bb, biasp, sign, op, begin, end);
     });
@@ -244,25 +250,35 @@ at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
 
 at::Tensor window_gather(const at::Tensor& w, const at::Tensor& b,
                          const c10::optional<at::Tensor>& bias, int64_t kernel_size,
-                         int64_t dilation) {
-  return window_gather_impl(w, b, bias, kernel_size, dilation, +1);
+                         int64_t dilation, bool allow_avx2) {
+  return window_gather_impl(w, b, bias, kernel_size, dilation, +1, allow_avx2);
 }
 
 at::Tensor window_scatter(const at::Tensor& w, const at::Tensor& a, int64_t kernel_size,
-                          int64_t dilation) {
-  return window_gather_impl(w, a, c10::nullopt, kernel_size, dilation, -1);
+                          int64_t dilation, bool allow_avx2) {
+  return window_gather_impl(w, a, c10::nullopt, kernel_size, dilation, -1, allow_avx2);
 }
 
 }  // namespace
 
+#ifndef RSP_SOURCE_SHA
+#define RSP_SOURCE_SHA "unknown"
+#endif
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  // The GIL is released: the chunked/threaded callers and data loaders keep running.
+  // The GIL is released: other Python threads (data loaders) keep running. allow_avx2=False
+  // runs the baseline-ISA loops even where AVX2 is available (tests cover both builds).
   m.def("window_dot", &window_dot, "logits of Eq. 2-3 over the k x k window",
-        py::call_guard<py::gil_scoped_release>());
-  m.def("window_gather", &window_gather, "aggregation of Eq. 1",
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("kernel_size"), py::arg("dilation"),
+        py::arg("fill"), py::arg("allow_avx2") = true, py::call_guard<py::gil_scoped_release>());
+  m.def("window_gather", &window_gather, "aggregation of Eq. 1", py::arg("w"), py::arg("b"),
+        py::arg("bias"), py::arg("kernel_size"), py::arg("dilation"),
+        py::arg("allow_avx2") = true, py::call_guard<py::gil_scoped_release>());
   m.def("window_scatter", &window_scatter, "adjoint of window_gather w.r.t. the map",
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("w"), py::arg("a"), py::arg("kernel_size"), py::arg("dilation"),
+        py::arg("allow_avx2") = true, py::call_guard<py::gil_scoped_release>());
+  // setup.py compiles in a hash of this file, so Python can refuse a stale binary.
+  m.attr("source_sha") = RSP_SOURCE_SHA;
   m.def("has_avx2", [] {
 #if RSP_X86_DISPATCH
     return has_avx2();
