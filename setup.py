@@ -26,8 +26,15 @@ def source_sha(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
+def remove_built_extension():
+    """A binary from an earlier build must not outlive a build that skips or fails it."""
+    for old in glob.glob(os.path.join(HERE, "rsp_d2", "_C*.so")):
+        os.remove(old)
+
+
 def extensions():
     if os.environ.get("RSP_D2_NO_EXT") == "1":
+        remove_built_extension()
         return [], {}
     try:
         from torch.utils.cpp_extension import BuildExtension, CppExtension
@@ -40,9 +47,7 @@ def extensions():
 
     class OptionalBuildExtension(BuildExtension):
         def run(self):
-            # A stale binary must not survive a failed build of newer source.
-            for old in glob.glob(os.path.join(HERE, "rsp_d2", "_C*.so")):
-                os.remove(old)
+            remove_built_extension()
             try:
                 super().run()
             except Exception as e:  # noqa: BLE001 - any build failure leaves the fallback
