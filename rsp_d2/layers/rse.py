@@ -26,8 +26,8 @@ _IMPLS: Dict[str, Callable] = {}
 _AVAILABLE: Dict[str, Callable[[torch.Tensor], bool]] = {}
 # Preference order of impl="auto": the first available one wins. "triton" and "flex" need
 # CUDA. On CPU, "cpp" (fused C++ loops, available when setup.py built rsp_d2._C) measured
-# 2.5-3x faster than "chunked" at the paper's shapes, and "chunked" 11-37x faster than the
-# unfold reference with 20-35x less peak memory (docs/benchmarks.md).
+# 2-3.5x faster than "chunked" at the paper's shapes, and "chunked" 16-43x faster than the
+# unfold reference with 20-37x less peak memory (docs/benchmarks.md).
 _AUTO_ORDER = ["triton", "flex", "cpp", "chunked", "reference"]
 
 

@@ -124,7 +124,8 @@ def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, nu
 
 
 def _cpp(query, key, value, pos, kernel_size, dilation, num_heads):
-    return rse_attention_cpp(query, key, value, pos, kernel_size, dilation, num_heads)
+    # rse_attention has checked the arguments and that the extension runs on these tensors.
+    return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, True)
 
 
 register_rse_impl(

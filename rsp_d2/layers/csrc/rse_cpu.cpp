@@ -279,11 +279,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("allow_avx2") = true, py::call_guard<py::gil_scoped_release>());
   // setup.py compiles in a hash of this file, so Python can refuse a stale binary.
   m.attr("source_sha") = RSP_SOURCE_SHA;
-  m.def("has_avx2", [] {
-#if RSP_X86_DISPATCH
-    return has_avx2();
-#else
-    return false;
-#endif
-  });
 }
