@@ -22,7 +22,7 @@ $(VENV)/.installed: requirements.txt setup.py $(wildcard rsp_d2/layers/csrc/*.cp
 
 # The main job: RSP-4 trained from scratch on synthetic Cityscapes, evaluated with the official evaluator.
 demo: env
-	$(PY) tools/run_demo.py
+	$(PY) tools/train_demo.py
 
 # The head FLOPs/parameter tables of the paper, reproduced.
 flops: env

@@ -16,11 +16,11 @@ import warnings
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXT_SOURCE = "rsp_d2/layers/csrc/rse_cpu.cpp"
+EXT_SOURCE = "rsp_d2/layers/csrc/rse_cpp.cpp"
 
 
 def source_sha(path: str) -> str:
-    """Hash compiled into the extension; rsp_d2/layers/rse_cpu.py compares it with the source
+    """Hash compiled into the extension; rsp_d2/layers/rse_cpp.py compares it with the source
     next to it, so a binary left over from an older source is never used."""
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:16]

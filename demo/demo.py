@@ -21,9 +21,12 @@ from PIL import Image
 
 from detectron2.utils.logger import setup_logger
 
-from rsp_d2.data.atomic import save_image_atomic
-from rsp_d2.visualization.demo import SegmentationDemo, expand_inputs, output_paths
-from rsp_d2.visualization.loading import InputError, check_checkpoint, load_config, read_image
+from rsp_d2.config import load_config
+from rsp_d2.engine import check_checkpoint, read_image
+from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.file_io import save_image_atomic
+
+from predictor import SegmentationDemo, expand_inputs, output_paths
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _VIDEO_EXTENSIONS = (".mp4", ".avi")
@@ -49,7 +52,7 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = load_config(args.config_file, args.opts, freeze=False)
+    cfg = load_config(args.config_file, args.opts, freeze=False, cpu_if_no_cuda=True)
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH = args.confidence_threshold

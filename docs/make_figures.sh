@@ -10,7 +10,7 @@
 #       --config-file configs/demo/rsp4_R18_synthetic.yaml \
 #       MODEL.SEM_SEG_HEAD.RSP.FUSION '["sum","sum","sum","sum","sum"]' OUTPUT_DIR output/demo_baseline_R18
 # The image is the first synthetic Cityscapes val image under $DETECTRON2_DATASETS (default
-# datasets/synthetic, where tools/run_demo.py puts it); the pixels of the relation figure are a
+# datasets/synthetic, where tools/train_demo.py puts it); the pixels of the relation figure are a
 # rider, a person and a car of that (seed 0) image.
 set -euo pipefail
 cd "$(dirname "$0")/.."

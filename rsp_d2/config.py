@@ -1,4 +1,16 @@
+"""The config keys of the RSP head and of this project's training recipe, and the one way the
+package loads a config file."""
+import os
+from typing import Optional, Sequence
+
+import torch
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from .utils.errors import InputError
+
+__all__ = ["add_rsp_config", "load_config"]
 
 
 def add_rsp_config(cfg):
@@ -39,7 +51,44 @@ def add_rsp_config(cfg):
     # Crop bootstrapping: redraw a crop (up to 10 times) while one class covers more than this
     # fraction of its labelled pixels; 1.0 turns it off.
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # This project's training-loop keys.
+    cfg.RSP_D2 = CN()
     # Iterations between the metric printer/json writer outputs (DefaultTrainer hard-codes 20).
-    cfg.LOG_PERIOD = 20
+    cfg.RSP_D2.LOG_PERIOD = 20
     # Semantic evaluation also writes confusion_matrix.{json,png} into the inference folder.
     cfg.TEST.CONFUSION_MATRIX = False
+
+
+def load_config(config_file: str, opts: Sequence[str] = (), *, weights: Optional[str] = None,
+                freeze: bool = True, cpu_if_no_cuda: bool = False):
+    """A Detectron2 config with the RSP keys, merged from `config_file`, then `opts`
+    (KEY VALUE pairs), then `weights` as MODEL.WEIGHTS when given.
+
+    Args:
+        cpu_if_no_cuda: set MODEL.DEVICE to "cpu" when CUDA is unavailable, so that the
+            inference tools run GPU-trained configs anywhere.
+
+    Raises:
+        InputError: the file is missing, or it or `opts` cannot be merged (unknown key, bad
+            value); the message names the file or the override.
+    """
+    if not os.path.isfile(config_file):
+        raise InputError(f"config file not found: {config_file} (expected a Detectron2 .yaml)")
+    cfg = get_cfg()
+    add_rsp_config(cfg)
+    try:
+        cfg.merge_from_file(config_file)
+    except Exception as e:  # yaml or key errors: say which file
+        raise InputError(f"cannot merge config file {config_file}: {type(e).__name__}: {e}") from e
+    try:
+        cfg.merge_from_list(list(opts))
+    except Exception as e:
+        raise InputError(f"bad overrides {list(opts)}: {type(e).__name__}: {e} (expected KEY VALUE "
+                         "pairs of existing config keys)") from e
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = weights
+    if cpu_if_no_cuda and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    if freeze:
+        cfg.freeze()
+    return cfg

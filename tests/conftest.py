@@ -1,6 +1,9 @@
 """Shared pytest fixtures."""
+import glob
 
 import pytest
+
+from tool_utils import make_tiny
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +20,29 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic_datasets")
     generate_datasets(root, seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """{"rsp": (config, checkpoint), "baseline": (config, checkpoint)}: an RSP-4 and the sum
+    baseline (p2-p5), both tiny."""
+    d = tmp_path_factory.mktemp("tiny_models")
+    return {"rsp": make_tiny(d, "rsp4_tiny", "configs/cityscapes/rsp4_R50.yaml"),
+            "baseline": make_tiny(d, "baseline_tiny", "configs/cityscapes/baseline_R50.yaml")}
+
+
+@pytest.fixture(scope="session")
+def val_images(synthetic_root):
+    images = sorted(glob.glob(str(synthetic_root / "cityscapes/leftImg8bit/val/*/*.png")))
+    assert len(images) >= 2
+    return images
+
+
+@pytest.fixture
+def unreadable_image(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"this is not a png")
+    return str(path)
 
 
 def pytest_configure(config):

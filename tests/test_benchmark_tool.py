@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rsp_d2.layers.rse_cpu import HAS_CPP_EXT
+from rsp_d2.layers.rse_cpp import HAS_CPP_EXT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""tools/run_demo.py (`make demo`) and the demo configs."""
+"""tools/train_demo.py (`make demo`) and the demo configs."""
 import re
 import subprocess
 import sys
@@ -32,17 +32,17 @@ def test_demo_config_keeps_the_cityscapes_recipe():
     # the paper's 0.5x-2.0x scale jitter and 1:2 crop, at the synthetic images' 256 x 512
     assert min(cfg.INPUT.MIN_SIZE_TRAIN) == 128 and max(cfg.INPUT.MIN_SIZE_TRAIN) == 512
     assert tuple(cfg.INPUT.CROP.SIZE) == (128, 256)
-    assert cfg.MODEL.PIXEL_MEAN and cfg.LOG_PERIOD <= 20  # progress is visible
+    assert cfg.MODEL.PIXEL_MEAN and cfg.RSP_D2.LOG_PERIOD <= 20  # progress is visible
 
 
 @pytest.mark.slow
-def test_run_demo_end_to_end(synthetic_root, tmp_path):
+def test_train_demo_end_to_end(synthetic_root, tmp_path):
     """The demo's code path on the tiny config (the real demo trains for minutes)."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "run_demo.py"), "--data-root", str(synthetic_root),
+        [sys.executable, str(REPO / "tools" / "train_demo.py"), "--data-root", str(synthetic_root),
          "--config-file", str(REPO / SEMANTIC_TINY), "--output-dir", str(tmp_path),
          "--num-overlays", "2"],
-        cwd=REPO, env=env_for("unused: run_demo sets it"), stdout=subprocess.PIPE,
+        cwd=REPO, env=env_for("unused: train_demo sets it"), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stdout[-8000:]
     log = proc.stdout

@@ -15,13 +15,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
 
 from rsp_d2 import add_rsp_config
-from rsp_d2.engine import (
-    AtomicDetectionCheckpointer,
-    CityscapesOfficialSemSegEvaluator,
-    DatasetNotFoundError,
-    build_evaluator,
-    check_datasets,
-)
+from rsp_d2.engine import AtomicDetectionCheckpointer, DatasetNotFoundError, check_datasets
+from rsp_d2.evaluation import CityscapesOfficialSemSegEvaluator, build_evaluator
 
 
 def _register(evaluator_type, records=(), **metadata):

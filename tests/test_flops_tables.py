@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rsp_d2.utils.paper_tables import (
+from rsp_d2.analysis.paper_tables import (
     FLOPS_TOLERANCE_G,
     PAPER_ROWS,
     PARAMS_TOLERANCE,
@@ -61,7 +61,7 @@ def test_single_config(tmp_path):
     r = json.loads(out.read_text())
     # A quarter of the pixels of 1024 x 2048; f_p's k*k*C*M per module does not scale.
     assert r["flops"] / 1e9 == pytest.approx((53.385 - 0.0008) / 4, abs=0.01)
-    assert set(r["by_module"]) == {"lateral", "fusions", "predictor"}
+    assert set(r["by_module"]) == {"q_convs", "fusions", "predictor"}
     assert "GFLOPs" in proc.stdout
 
 

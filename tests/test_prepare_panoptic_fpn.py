@@ -1,4 +1,4 @@
-"""tools/prepare_panoptic_fpn.py and rsp_d2.data.panoptic_fpn on small crafted annotations."""
+"""tools/prepare_panoptic_fpn.py and rsp_d2.data.coco_panoptic_stuff on small crafted annotations."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsp_d2.data.panoptic_fpn import (
+from rsp_d2.data.coco_panoptic_stuff import (
     convert_coco_root,
     convert_panoptic_json,
     panoptic_to_semantic,

@@ -17,9 +17,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from rse_loops import rse_loops
 from rsp_d2.layers import RelationalSemanticsExtractor, rse, rse_attention
-from rsp_d2.layers import rse_chunked, rse_cpu
+from rsp_d2.layers import rse_chunked, rse_cpp
 from rsp_d2.layers.rse_chunked import rse_attention_chunked
-from rsp_d2.layers.rse_cpu import HAS_CPP_EXT, rse_attention_cpp
+from rsp_d2.layers.rse_cpp import HAS_CPP_EXT, rse_attention_cpp
 from rsp_d2.layers.rse_flex import HAS_FLEX
 from rsp_d2.layers.rse_triton import HAS_TRITON
 
@@ -120,7 +120,7 @@ CPU_IMPLS = {"chunked": rse_attention_chunked, "cpp": rse_attention_cpp}
 def test_cpp_extension_built():
     if _NO_EXT:
         pytest.skip("RSP_D2_NO_EXT=1: the C++ extension is deliberately not built")
-    assert HAS_CPP_EXT, f"rsp_d2._C failed to import: {rse_cpu.CPP_EXT_ERROR}"
+    assert HAS_CPP_EXT, f"rsp_d2._C failed to import: {rse_cpp.CPP_EXT_ERROR}"
 
 
 # Degenerate maps: one row, one column, dilated windows reaching past the whole map (whole
@@ -181,11 +181,11 @@ def test_cpp_threads_split_rows_exactly():
 def test_cpp_refuses_a_stale_binary(monkeypatch, tmp_path):
     # A binary compiled from other source than the checkout's is not used (a failed rebuild
     # must not leave tests checking the old code).
-    assert rse_cpu._load_extension()[0] is not None
-    other = tmp_path / "rse_cpu.cpp"
+    assert rse_cpp._load_extension()[0] is not None
+    other = tmp_path / "rse_cpp.cpp"
     other.write_text("// another version\n")
-    monkeypatch.setattr(rse_cpu, "_SOURCE", str(other))
-    ext, why = rse_cpu._load_extension()
+    monkeypatch.setattr(rse_cpp, "_SOURCE", str(other))
+    ext, why = rse_cpp._load_extension()
     assert ext is None and why.startswith("stale:") and str(other) in why
 
 
@@ -320,16 +320,21 @@ def test_no_unfolded_tensor_created_forward_or_backward(impl):
 def _auto_calls(monkeypatch, dtype):
     """{impl: [dtype]} of the implementations impl="auto" called for one CPU call."""
     calls = {}
-    for name in ("cpp", "chunked", "reference"):
-        def spy(*args, _fn=rse._IMPLS[name], _name=name):
+    originals = [rse.get_rse_impl(name) for name in ("cpp", "chunked", "reference")]
+    for impl in originals:
+        def spy(*args, _fn=impl.fn, _name=impl.name):
             calls.setdefault(_name, []).append(args[0].dtype)
             return _fn(*args)
 
-        monkeypatch.setitem(rse._IMPLS, name, spy)
-    q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True, dtype)
-    rse_attention(q, k, v, p, 3, impl="auto")
+        rse.register_rse_impl(impl.name, spy, impl.is_available, impl.priority)
+    try:
+        q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True, dtype)
+        rse_attention(q, k, v, p, 3, impl="auto")
+    finally:
+        for impl in originals:
+            rse.register_rse_impl(impl.name, impl.fn, impl.is_available, impl.priority)
     # triton imports here, but must not be chosen (nor runnable) for CPU tensors.
-    assert "triton" in rse._IMPLS and not rse._AVAILABLE["triton"](q)
+    assert "triton" in rse.rse_impl_names() and "triton" not in rse.available_rse_impls(q)
     return calls
 
 
@@ -341,7 +346,7 @@ def test_auto_picks_cpp_on_cpu(monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_auto_falls_back_to_chunked_without_extension(monkeypatch, caplog, dtype):
-    monkeypatch.setattr(rse_cpu, "HAS_CPP_EXT", False)
+    monkeypatch.setattr(rse_cpp, "HAS_CPP_EXT", False)
     rse._log_choice_once.cache_clear()
     with caplog.at_level("INFO", logger="rsp_d2.layers.rse"):
         assert _auto_calls(monkeypatch, dtype) == {"chunked": [dtype]}

@@ -12,7 +12,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from rsp_d2.modeling import RSPHead
-from rsp_d2.utils.paper_tables import load_config
+from rsp_d2.analysis.paper_tables import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
@@ -109,7 +109,7 @@ def test_head_topdown_is_the_papers():
                    norm="GN", impl="reference").eval()
     feats = _features(shapes, 68, 92)
     feats["p4"] = feats["p4"][:, :, :5, :5]  # not a multiple: resizing must cope
-    q = {n: head.lateral[n](feats[n]) for n in ("p2", "p3", "p4")}
+    q = {n: head.q_convs[n](feats[n]) for n in ("p2", "p3", "p4")}
 
     def up(t, ref):
         return F.interpolate(t, size=ref.shape[-2:], mode="bilinear", align_corners=False)

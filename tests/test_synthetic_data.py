@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsp_d2.data.atomic import MARKER_NAME
-from rsp_d2.data.panoptic_fpn import semantic_id_map
+from rsp_d2.data.synthetic.publish import MARKER_NAME
+from rsp_d2.data.coco_panoptic_stuff import semantic_id_map
 from rsp_d2.data.synthetic import (
     CITYSCAPES_IMAGE_SIZE,
     DEFAULT_SIZES,

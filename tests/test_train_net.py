@@ -66,7 +66,7 @@ def semantic_run(synthetic_root, tmp_path_factory):
 def test_semantic_train_and_evaluate(semantic_run):
     out, log = semantic_run
     _check_semantic_results(results(out))
-    # progress is printed every LOG_PERIOD (1) iterations, losses are finite
+    # progress is printed every RSP_D2.LOG_PERIOD (1) iterations, losses are finite
     records = [r for r in metrics(out) if "total_loss" in r]
     assert [r["iteration"] for r in records] == list(range(6))
     assert all(math.isfinite(r["total_loss"]) for r in records)

@@ -1,111 +1,17 @@
-"""The demo, the head-visualization tool, the metrics plotter and the confusion-matrix
-evaluator, on the synthetic Cityscapes with tiny checkpoints made here. The tools run as
-subprocesses, so their command lines are what is tested."""
-import glob
+"""The head-visualization tool, the figures and the metrics plotter, on the synthetic Cityscapes
+with tiny checkpoints (conftest's ``tiny``). The tools run as subprocesses, so their command
+lines are what is tested."""
 import json
 import math
 import os
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGE_SIZE = (256, 512)  # (height, width) of the synthetic Cityscapes images
-
-# Overrides making a config tiny and fast: ResNet-18, 64 channels, inputs kept at 256 x 512.
-_TINY = """\
-_BASE_: "{base}"
-MODEL:
-  WEIGHTS: ""
-  DEVICE: "cpu"
-  RESNETS:
-    DEPTH: 18
-    RES2_OUT_CHANNELS: 64
-    NORM: "GN"
-  FPN:
-    OUT_CHANNELS: 64
-  SEM_SEG_HEAD:
-    CONVS_DIM: 64
-INPUT:
-  MIN_SIZE_TEST: 256
-  MAX_SIZE_TEST: 512
-DATASETS:
-  TEST: ("cityscapes_fine_sem_seg_val",)
-"""
-
-
-def _make_tiny(directory, name, base):
-    """A tiny config based on `base` and a checkpoint of its random initialization (seeded)."""
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    from rsp_d2.visualization.loading import load_config
-
-    cfg_path = os.path.join(directory, f"{name}.yaml")
-    with open(cfg_path, "w") as f:
-        f.write(_TINY.format(base=os.path.join(REPO, base)))
-    torch.manual_seed(0)
-    model = build_model(load_config(cfg_path))
-    DetectionCheckpointer(model, save_dir=str(directory)).save(name)
-    return cfg_path, os.path.join(directory, f"{name}.pth")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """{"rsp": (config, checkpoint), "baseline": (config, checkpoint)}: an RSP-4 and the sum
-    baseline (p2-p5), both tiny."""
-    d = tmp_path_factory.mktemp("tiny_models")
-    return {"rsp": _make_tiny(d, "rsp4_tiny", "configs/cityscapes/rsp4_R50.yaml"),
-            "baseline": _make_tiny(d, "baseline_tiny", "configs/cityscapes/baseline_R50.yaml")}
-
-
-@pytest.fixture(scope="module")
-def val_images(synthetic_root):
-    images = sorted(glob.glob(str(synthetic_root / "cityscapes/leftImg8bit/val/*/*.png")))
-    assert len(images) >= 2
-    return images
-
-
-@pytest.fixture
-def unreadable_image(tmp_path):
-    path = tmp_path / "broken.png"
-    path.write_bytes(b"this is not a png")
-    return str(path)
-
-
-def run_tool(*args, cwd=REPO):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
-
-
-def assert_ok(proc):
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-
-
-def assert_clear_error(proc, *fragments):
-    """Failed with one `error: ...` line (no traceback) that contains every fragment."""
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), proc.stderr
-    for fragment in fragments:
-        assert str(fragment) in last, f"{fragment!r} not in {last!r}"
-
-
-def assert_png(path, size):
-    """A non-empty PNG of `size` (width, height) whose pixels are not all equal."""
-    assert os.path.getsize(path) > 0
-    image = Image.open(path)
-    assert image.format == "PNG"
-    assert image.size == size
-    pixels = np.asarray(image.convert("RGB"))
-    assert pixels.reshape(-1, 3).std(axis=0).max() > 5, f"{path} is (nearly) constant"
-    return pixels
+from tool_utils import IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, run_tool
 
 
 def test_figures_have_the_promised_pixel_size(tmp_path):
@@ -164,7 +70,8 @@ def test_visualize_relations_refuses_bad_input(case, tiny, val_images, unreadabl
 
 def test_head_figures_refuse_bad_pixels_and_half_a_baseline(tiny, val_images, tmp_path):
     """Checked before any model is built (in-process: no model is loaded either way)."""
-    from rsp_d2.visualization import InputError, make_head_figures
+    from rsp_d2.utils.errors import InputError
+    from rsp_d2.visualization import make_head_figures
     from rsp_d2.visualization.head_figures import parse_pixel
 
     cfg, ckpt = tiny["rsp"]
@@ -180,7 +87,9 @@ def test_head_figures_refuse_bad_pixels_and_half_a_baseline(tiny, val_images, tm
 
 @pytest.fixture(scope="module")
 def rsp_trace(tiny, val_images):
-    from rsp_d2.visualization import Predictor, load_config, read_image, trace_head
+    from rsp_d2.config import load_config
+    from rsp_d2.engine import Predictor, read_image
+    from rsp_d2.visualization import trace_head
 
     cfg = load_config(tiny["rsp"][0], weights=tiny["rsp"][1])
     predictor = Predictor(cfg)
@@ -256,118 +165,6 @@ def test_window_cells_place_weights_at_dilated_offsets():
     assert np.array_equal(window_cells(w, 1)[1:], w[1:])
 
 
-# ----------------------------------------------------------------------------------- demo
-
-@pytest.mark.slow
-def test_demo_draws_semantic_predictions(tiny, val_images, tmp_path):
-    cfg, ckpt = tiny["rsp"]
-    out = tmp_path / "demo"
-    proc = run_tool("demo/demo.py", "--config-file", cfg, "--input", val_images[0],
-                    "--output", out, "--opts", "MODEL.WEIGHTS", ckpt)
-    assert_ok(proc)
-    written = out / os.path.basename(val_images[0])
-    drawn = assert_png(written, (IMAGE_SIZE[1], IMAGE_SIZE[0]))
-    original = np.asarray(Image.open(val_images[0]).convert("RGB"))
-    assert np.abs(drawn.astype(int) - original).mean() > 5  # the segmentation is drawn over it
-    assert "images" in proc.stderr and "100%" in proc.stderr  # tqdm progress bar
-
-
-@pytest.mark.slow
-def test_demo_video(tiny, val_images, tmp_path):
-    cfg, ckpt = tiny["rsp"]
-    video = str(tmp_path / "clip.mp4")
-    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5,
-                             (IMAGE_SIZE[1], IMAGE_SIZE[0]))
-    for path in val_images[:2]:
-        writer.write(cv2.imread(path))
-    writer.release()
-    proc = run_tool("demo/demo.py", "--config-file", cfg, "--video-input", video,
-                    "--output", tmp_path / "out", "--opts", "MODEL.WEIGHTS", ckpt)
-    assert_ok(proc)
-    result = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
-    frames = []
-    while True:
-        ok, frame = result.read()
-        if not ok:
-            break
-        frames.append(frame)
-    assert len(frames) == 2 and frames[0].shape == (*IMAGE_SIZE, 3)
-    assert frames[0].std() > 5
-    assert os.listdir(tmp_path / "out") == ["clip.mp4"]  # no temporary file left
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("case", ["missing_checkpoint", "unreadable_image"])
-def test_demo_refuses_bad_input(case, tiny, val_images, unreadable_image, tmp_path):
-    cfg, ckpt = tiny["rsp"]
-    inputs = [val_images[0]]
-    if case == "missing_checkpoint":
-        ckpt = str(tmp_path / "missing.pth")
-        expected = ["checkpoint not found", ckpt]
-    else:
-        inputs, expected = [unreadable_image], ["cannot read image", unreadable_image]
-    proc = run_tool("demo/demo.py", "--config-file", cfg, "--input", *inputs,
-                    "--output", tmp_path / "out", "--opts", "MODEL.WEIGHTS", ckpt)
-    assert_clear_error(proc, *expected)
-
-
-def test_demo_metadata_has_fixed_cityscapes_colours(tiny):
-    """Detectron2's Cityscapes metadata has no colours (random ones would be drawn); the
-    demo's copy has the official ones, and the catalog's entry is left alone."""
-    from detectron2.data import MetadataCatalog
-
-    from rsp_d2.visualization import demo_metadata, load_config
-
-    meta = demo_metadata(load_config(tiny["rsp"][0]))
-    assert meta.stuff_classes[:3] == ["road", "sidewalk", "building"]
-    assert meta.stuff_colors[:3] == [(128, 64, 128), (244, 35, 232), (70, 70, 70)]
-    assert not MetadataCatalog.get("cityscapes_fine_sem_seg_val").get("stuff_colors")
-
-
-def test_demo_inputs_and_outputs(val_images, tmp_path):
-    from rsp_d2.visualization import InputError, check_checkpoint, expand_inputs, output_paths
-
-    with pytest.raises(InputError, match="MODEL.WEIGHTS is empty"):
-        check_checkpoint("")
-    with pytest.raises(InputError, match="matches no file"):
-        expand_inputs([str(tmp_path / "*.jpg")])
-    with pytest.raises(InputError, match="image not found"):
-        expand_inputs([str(tmp_path / "a.png")])
-    val_dir = os.path.dirname(os.path.dirname(val_images[0]))  # leftImg8bit/val: city folders
-    found = expand_inputs([val_dir, val_images[0]])  # a folder, recursively; no duplicates
-    assert [p for p, _ in found] == sorted(glob.glob(os.path.join(val_dir, "*", "*.png")))
-    assert found[0][1] == os.path.relpath(val_images[0], val_dir)
-    targets = output_paths(found, str(tmp_path / "out"))
-    assert targets[0] == str(tmp_path / "out" / found[0][1])
-    assert output_paths(found[:1], str(tmp_path / "one.jpg")) == [str(tmp_path / "one.jpg")]
-    with pytest.raises(InputError, match="would be written to"):
-        output_paths([("a/x.png", "x.png"), ("b/x.png", "x.png")], str(tmp_path / "out"))
-
-
-def test_demo_draws_panoptic_predictions():
-    """Panoptic FPN outputs go through Visualizer.draw_panoptic_seg (no model needed)."""
-    from detectron2.data import MetadataCatalog
-
-    from rsp_d2.visualization import SegmentationDemo, load_config
-
-    cfg = load_config(os.path.join(REPO, "configs/panoptic_rsp4.yaml"))
-    seg = torch.zeros(64, 96, dtype=torch.int32)
-    seg[:, 48:] = 1
-    seg[10:30, 10:30] = 2
-    predictions = {"panoptic_seg": (seg, [
-        {"id": 1, "category_id": 1, "isthing": False, "area": int((seg == 1).sum())},
-        {"id": 2, "category_id": 0, "isthing": True, "score": 0.9, "area": 400}])}
-    demo = SegmentationDemo(cfg, predictor=lambda image: predictions)
-    assert "person" in demo.metadata.thing_classes
-    assert demo.metadata.stuff_colors == MetadataCatalog.get(cfg.DATASETS.TEST[0]).stuff_colors
-    image = np.full((64, 96, 3), 127, dtype=np.uint8)
-    out, vis = demo.run_on_image(image)
-    drawn = vis.get_image()
-    assert out is predictions and drawn.shape == (64, 96, 3)
-    assert np.abs(drawn[:, 48:].astype(int) - 127).mean() > 5  # the stuff segment
-    assert np.abs(drawn[12:28, 12:28].astype(int) - 127).mean() > 5  # the person
-
-
 # ---------------------------------------------------------------------------- plot_metrics
 
 def _write_metrics(path, scale, eval_every=100):
@@ -385,7 +182,7 @@ def _write_metrics(path, scale, eval_every=100):
 
 @pytest.mark.slow
 def test_plot_metrics_two_runs(tmp_path):
-    from rsp_d2.visualization import load_run, metrics_figure_size
+    from rsp_d2.visualization import metrics_figure_size
 
     _write_metrics(tmp_path / "rsp4" / "metrics.json", 1.0)
     _write_metrics(tmp_path / "baseline" / "metrics.json", 1.3)
@@ -400,7 +197,8 @@ def test_plot_metrics_two_runs(tmp_path):
 
 
 def test_metrics_series_keys_and_groups(tmp_path):
-    from rsp_d2.visualization import InputError, load_run, plot_metrics, save_figure
+    from rsp_d2.utils.errors import InputError
+    from rsp_d2.visualization import load_run, plot_metrics, save_figure
     from rsp_d2.visualization.metrics import default_keys, group_keys
 
     _write_metrics(tmp_path / "rsp4" / "metrics.json", 1.0)
@@ -436,66 +234,6 @@ def test_plot_metrics_names_the_line_that_is_not_json(tmp_path):
     # 20 training and 4 evaluation lines come before it.
     assert_clear_error(proc, metrics, "line 25", "not JSON")
     assert not (tmp_path / "x.png").exists()
-
-
-# ------------------------------------------------------------------------ confusion matrix
-
-def test_confusion_matrix_evaluator(tmp_path):
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    from rsp_d2.evaluation import CONFUSION_JSON, CONFUSION_PNG, ConfusionMatrixSemSegEvaluator
-    from rsp_d2.visualization import confusion_figure_size
-
-    classes = ["road", "car", "person"]
-    gts = [np.array([[0, 0, 1, 1], [2, 2, 255, 0]], dtype=np.uint8),
-           np.array([[1, 1, 1, 2], [0, 255, 255, 2]], dtype=np.uint8)]
-    preds = [np.array([[0, 1, 1, 1], [2, 0, 0, 0]]), np.array([[1, 1, 0, 2], [0, 2, 1, 1]])]
-    records = []
-    for i, gt in enumerate(gts):
-        path = tmp_path / f"gt_{i}.png"
-        Image.fromarray(gt).save(path)
-        records.append({"file_name": f"image_{i}.png", "sem_seg_file_name": str(path)})
-    name = f"confusion_test_{os.getpid()}"
-    DatasetCatalog.register(name, lambda: records)
-    MetadataCatalog.get(name).set(stuff_classes=classes, ignore_label=255)
-    try:
-        out = tmp_path / "inference"
-        evaluator = ConfusionMatrixSemSegEvaluator(name, distributed=False, output_dir=str(out))
-        evaluator.reset()
-        for record, pred in zip(records, preds):
-            logits = torch.nn.functional.one_hot(torch.as_tensor(pred), 3).permute(2, 0, 1).float()
-            evaluator.process([record], [{"sem_seg": logits}])
-        results = evaluator.evaluate()
-    finally:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-
-    # Rows: ground truth, columns: prediction; the 3 ignored pixels are not counted.
-    expected = np.zeros((3, 3), dtype=int)
-    for gt, pred in zip(gts, preds):
-        for g, p in zip(gt.ravel(), pred.ravel()):
-            if g != 255:
-                expected[g, p] += 1
-    assert expected.tolist() == [[3, 1, 0], [1, 4, 0], [1, 1, 2]]
-    data = json.loads((out / CONFUSION_JSON).read_text())
-    assert data["class_names"] == classes
-    assert data["counts"] == expected.tolist()
-    assert data["ignored_pixels"] == 3
-    assert (data["rows"], data["columns"]) == ("ground truth", "prediction")
-    # The matrix is SemSegEvaluator's own: its mIoU follows from the same counts.
-    tp = np.diag(expected)
-    iou = tp / (expected.sum(0) + expected.sum(1) - tp)
-    assert results["sem_seg"]["mIoU"] == pytest.approx(100 * iou.mean())
-    assert confusion_figure_size(3) == (640, 640)
-    assert_png(out / CONFUSION_PNG, (640, 640))
-    assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temporary file left
-
-
-def test_confusion_matrix_evaluator_needs_an_output_dir():
-    from rsp_d2.evaluation import ConfusionMatrixSemSegEvaluator
-
-    with pytest.raises(ValueError, match="needs an output_dir"):
-        ConfusionMatrixSemSegEvaluator("cityscapes_fine_sem_seg_val", output_dir=None)
 
 
 @pytest.mark.slow

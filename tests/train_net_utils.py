@@ -45,10 +45,18 @@ def train_net(*args, data_root, threads=None, expect_ok=True):
     return proc
 
 
+def _no_bare_nan(token):
+    raise AssertionError(f"results.json holds {token}, which is not valid JSON")
+
+
 def results(output_dir):
-    """The evaluation results a run saved (RSPTrainer.test)."""
+    """The evaluation results a run saved (RSPTrainer.test), parsed as strict JSON; a metric
+    that is not defined (NaN in Detectron2's results: a class without ground truth) is saved
+    as null and returned as NaN."""
     with open(Path(output_dir) / "inference" / "results.json") as f:
-        return json.load(f)
+        saved = json.load(f, parse_constant=_no_bare_nan)
+    return {task: {k: math.nan if v is None else v for k, v in metrics.items()}
+            for task, metrics in saved.items()}
 
 
 def metrics(output_dir):

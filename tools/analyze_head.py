@@ -5,17 +5,14 @@
     python tools/analyze_head.py --paper-tables [--json out.json]
 """
 import argparse
-import json
 import os
 import sys
 
-from rsp_d2.utils.flops import count_head
-from rsp_d2.utils.paper_tables import (
-    FLOPS_TOLERANCE_G,
-    format_rows,
-    load_config,
-    reproduce_rows,
-)
+from rsp_d2.analysis.flops import count_head
+from rsp_d2.analysis.paper_tables import FLOPS_TOLERANCE_G, format_rows, reproduce_rows
+from rsp_d2.config import load_config
+from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.file_io import write_json_atomic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
@@ -33,7 +30,11 @@ def main(argv=None):
     h, w = args.input_size
 
     if args.config_file:
-        r = count_head(load_config(args.config_file), h, w)
+        try:
+            cfg = load_config(args.config_file)
+        except InputError as e:
+            sys.exit(f"error: {e}")
+        r = count_head(cfg, h, w)
         print(f"{args.config_file} at {h}x{w}: head {r['flops'] / 1e9:.3f} GFLOPs (multiply-adds), "
               f"{r['params'] / 1e6:.3f} M parameters")
         for name, f in r["by_module"].items():
@@ -48,10 +49,7 @@ def main(argv=None):
         if bad:
             print(f"\n{len(bad)} row(s) outside tolerance: {[r['config'] for r in bad]}")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, args.json)  # never leave a half-written file behind
+        write_json_atomic(args.json, result, indent=1, sort_keys=False)
     return 1 if bad else 0
 
 

@@ -5,22 +5,22 @@
     python tools/benchmark.py --quick    # smoke run: small shapes, 1 repeat
 
 Writes --out (JSON, default docs/benchmarks.json) and the markdown table next to it
-(docs/benchmarks.md). Measurement helpers: rsp_d2/utils/benchmark.py; cases:
-rsp_d2/utils/benchmark_cases.py.
+(docs/benchmarks.md). Measurement helpers: rsp_d2/analysis/benchmark.py; cases:
+rsp_d2/analysis/benchmark_cases.py.
 """
 import argparse
 import datetime
-import json
 import os
 import sys
 
 import torch
 
-from rsp_d2.layers import available_rse_impls, rse
-from rsp_d2.utils.benchmark import (
+from rsp_d2.analysis.benchmark import (
     load_average, machine_info, peak_extra_memory_mb, summarize, time_run)
-from rsp_d2.utils.benchmark_cases import build_case
-from rsp_d2.utils.benchmark_report import render_markdown
+from rsp_d2.analysis.benchmark_cases import build_case
+from rsp_d2.analysis.benchmark_report import render_markdown
+from rsp_d2.layers import available_rse_impls, rse_impl_names
+from rsp_d2.utils.file_io import write_bytes_atomic, write_json_atomic
 
 HEAD_LABELS = {"semantic_fpn": "Semantic FPN", "baseline": "baseline (sum)", "rsp2": "RSP-2",
                "rsp4": "RSP-4"}
@@ -37,11 +37,6 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     return p.parse_args(argv)
-
-
-def auto_choice(device: str) -> str:
-    probe = torch.zeros(1, 1, 1, 1, device=device)
-    return next(n for n in rse._AUTO_ORDER if n in available_rse_impls(probe))
 
 
 def measure_group(cases, repeats, device, memory=True):
@@ -163,9 +158,8 @@ def main(argv=None):
     if args.quick:
         args.repeats = 1
     device = args.device
-    auto_impl = auto_choice(device)
-    probe = torch.zeros(1, 1, 1, 1, device=device)
-    impls = [n for n in rse._AUTO_ORDER if n in available_rse_impls(probe)]
+    impls = available_rse_impls(torch.zeros(1, 1, 1, 1, device=device))  # in "auto" order
+    auto_impl = impls[0]
     results = dict(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
         machine=machine_info(device), load_average_start=load_average(),
@@ -178,18 +172,16 @@ def main(argv=None):
                "the rise of `ru_maxrss` (the kernel's resident-set high-water mark) over the call, "
                "i.e. all memory the call touched at its peak (tensors, allocator slack, library "
                "workspaces), beyond inputs and parameters.")),
-        auto_impl=auto_impl, auto_order=rse._AUTO_ORDER)
+        auto_impl=auto_impl, auto_order=rse_impl_names())
     results["rse"] = rse_rows(args, device, impls)
     results["heads"] = head_rows(args, device, auto_impl, impls)
     results["targets"] = targets(results["rse"], results["heads"], auto_impl)
     results["load_average_end"] = load_average()
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
+    write_json_atomic(args.out, results, indent=1, sort_keys=False)
     md_path = os.path.splitext(args.out)[0] + ".md"
-    with open(md_path, "w") as f:
-        f.write(render_markdown(results))
+    write_bytes_atomic(md_path, render_markdown(results).encode("utf-8"))
     print(f"wrote {args.out} and {md_path}")
     for t in results["targets"]:
         print(f"target: {t['name']}: {t['value']} (target {t['target']}) -> "

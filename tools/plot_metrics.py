@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from rsp_d2.visualization.figures import save_figure
-from rsp_d2.visualization.loading import InputError
+from rsp_d2.utils.errors import InputError
 from rsp_d2.visualization.metrics import load_run, metrics_figure_size, plot_metrics
 
 

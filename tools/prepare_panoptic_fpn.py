@@ -42,7 +42,7 @@ def main(argv=None):
     if args.coco_root is None and not all(single):
         parser.error("need --coco-root, or all of --panoptic-json, --panoptic-root, --output-dir")
 
-    from rsp_d2.data.panoptic_fpn import convert_coco_root, convert_panoptic_json
+    from rsp_d2.data.coco_panoptic_stuff import convert_coco_root, convert_panoptic_json
 
     try:
         if args.coco_root is not None:

@@ -20,7 +20,7 @@ import argparse
 import sys
 
 from rsp_d2.visualization.head_figures import make_head_figures, parse_pixel
-from rsp_d2.visualization.loading import InputError
+from rsp_d2.utils.errors import InputError
 from rsp_d2.visualization.relations import BACKGROUNDS
 
 

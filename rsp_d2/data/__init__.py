@@ -1,7 +1,8 @@
-"""Dataset code for rsp_d2: data preparation and the synthetic stand-ins for Cityscapes and COCO.
+"""Data: the Sec. IV-A semantic mapper, the COCO panoptic -> stuff-label converter of Panoptic
+FPN (``rsp_d2.data.coco_panoptic_stuff``) and the synthetic stand-ins for Cityscapes and COCO
+(``rsp_d2.data.synthetic``).
 
-Imports nothing itself; use the submodules (``rsp_d2.data.panoptic_fpn``,
-``rsp_d2.data.synthetic``). Note that ``import rsp_d2`` already imports ``detectron2.data``, which
-registers the builtin datasets under ``$DETECTRON2_DATASETS`` as it is at that moment.
+``import rsp_d2`` imports ``detectron2.data``, which registers the builtin datasets under
+``$DETECTRON2_DATASETS`` as it is at that moment: set it before importing.
 """
 from .mapper import RSPSemanticDatasetMapper, build_mapper  # noqa: F401

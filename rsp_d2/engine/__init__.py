@@ -1,7 +1,7 @@
-"""Training and evaluation: ``RSPTrainer``, evaluator selection, atomic checkpoints, and the
-entry points behind ``train_net.py``."""
-from .checkpoint import AtomicDetectionCheckpointer
-from .datasets import DatasetNotFoundError, check_datasets
-from .evaluation import CityscapesOfficialSemSegEvaluator, build_evaluator
+"""Training and evaluation: ``RSPTrainer``, checked checkpoints and inputs, and the entry
+points behind ``train_net.py``."""
+from .checkpoint import AtomicDetectionCheckpointer, check_checkpoint, load_model
+from .dataset_checks import DatasetNotFoundError, check_datasets
 from .launcher import argument_parser, load_cfg, main, run, setup
+from .predictor import Predictor, read_image
 from .trainer import RSPTrainer

@@ -1,14 +1,13 @@
 """What ``train_net.py`` runs: config setup, the per-process main, and the launch."""
 import argparse
 
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..config import add_rsp_config
+from ..config import load_config
 from .checkpoint import AtomicDetectionCheckpointer
-from .datasets import check_datasets, datasets_of
+from .dataset_checks import check_datasets, datasets_of
 from .trainer import RSPTrainer
 
 __all__ = ["argument_parser", "load_cfg", "main", "run", "setup"]
@@ -29,12 +28,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def load_cfg(args):
     """The frozen config of `args` (config file + overrides, RSP keys added first)."""
-    cfg = get_cfg()
-    add_rsp_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    cfg.freeze()
-    return cfg
+    return load_config(args.config_file, args.opts or [])
 
 
 def setup(args):

@@ -1,21 +1,21 @@
 """``RSPTrainer``: Detectron2's DefaultTrainer with this project's data, evaluators and
 checkpoints, and distributed training on CPU-only machines."""
-import json
+import contextlib
 import logging
 import os
-import weakref
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+import detectron2.engine.defaults as d2_defaults
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from ..data.mapper import build_mapper
-from .checkpoint import AtomicDetectionCheckpointer, AtomicWriter
-from .evaluation import build_evaluator
+from ..evaluation.build import build_evaluator
+from ..utils.file_io import write_json_atomic
+from .checkpoint import AtomicDetectionCheckpointer
 
 __all__ = ["RSPTrainer", "wrap_ddp"]
 
@@ -33,6 +33,19 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
                                    broadcast_buffers=False)
 
 
+@contextlib.contextmanager
+def _swapped(module, **attributes):
+    """Temporarily replace attributes of `module`."""
+    saved = {name: getattr(module, name) for name in attributes}
+    try:
+        for name, value in attributes.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
 class RSPTrainer(DefaultTrainer):
     """DefaultTrainer with:
 
@@ -42,38 +55,21 @@ class RSPTrainer(DefaultTrainer):
       results also saved to ``OUTPUT_DIR/inference/results.json``;
     * atomic checkpoint writes (:class:`AtomicDetectionCheckpointer`);
     * multi-process training on CPU (gloo) as well as GPU;
-    * the metric printer every ``LOG_PERIOD`` iterations.
+    * the metric printer every ``RSP_D2.LOG_PERIOD`` iterations.
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__, with the DDP wrapper and checkpointer replaced: it wraps
-        # the model itself, so overriding a builder method cannot fix the CPU case.
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        model = wrap_ddp(model)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer)
-
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicDetectionCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        # DefaultTrainer.__init__ wraps the model and builds the checkpointer itself, with the
+        # module-level create_ddp_model (GPU-only device_ids) and DetectionCheckpointer; no
+        # builder method reaches those, so they are swapped for the duration of the call.
+        with _swapped(d2_defaults, create_ddp_model=lambda model, **_: wrap_ddp(model),
+                      DetectionCheckpointer=AtomicDetectionCheckpointer):
+            super().__init__(cfg)
 
     def build_hooks(self):
-        ret = super().build_hooks()
-        for hook in ret:
-            if isinstance(hook, hooks.PeriodicWriter):
-                hook._period = self.cfg.LOG_PERIOD  # DefaultTrainer.build_hooks hard-codes 20
-        return ret
+        period = self.cfg.RSP_D2.LOG_PERIOD
+        return [hooks.PeriodicWriter(self.build_writers(), period=period)
+                if isinstance(h, hooks.PeriodicWriter) else h for h in super().build_hooks()]
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -94,7 +90,6 @@ class RSPTrainer(DefaultTrainer):
         if comm.is_main_process() and cfg.OUTPUT_DIR and len(cfg.DATASETS.TEST):
             path = os.path.join(cfg.OUTPUT_DIR, "inference", "results.json")
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with AtomicWriter(path, "w") as f:
-                json.dump(results, f, indent=2)
+            write_json_atomic(path, results, indent=2, sort_keys=False)
             logging.getLogger(__name__).info(f"Evaluation results saved to {path}")
         return results

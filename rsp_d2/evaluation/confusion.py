@@ -6,7 +6,7 @@ import numpy as np
 
 from detectron2.evaluation import SemSegEvaluator
 
-from ..data.atomic import write_json_atomic
+from ..utils.file_io import write_json_atomic
 
 __all__ = ["ConfusionMatrixSemSegEvaluator", "CONFUSION_JSON", "CONFUSION_PNG"]
 

@@ -1,11 +1,15 @@
 """Pure-PyTorch operations of the RSP head (no detectron2 import)."""
 from .rse import (
+    RSEImpl,
     available_rse_impls,
     check_rse_inputs,
+    get_rse_impl,
     register_rse_impl,
     relative_position_map,
     rse_attention,
+    rse_impl_names,
     rse_relation_weights,
+    unregister_rse_impl,
 )
 from .fusion import (
     FUSIONS,
@@ -17,6 +21,6 @@ from .fusion import (
     build_fusion,
     window_average,
 )
-# Importing these registers the fast implementations of rse_attention (impl="auto" order
-# in rse._AUTO_ORDER).
-from . import rse_chunked, rse_cpu, rse_flex, rse_triton  # noqa: E402,F401
+# Importing these registers the fast implementations of rse_attention (impl="auto" order:
+# rse_impl_names()).
+from . import rse_chunked, rse_cpp, rse_flex, rse_triton  # noqa: E402,F401

@@ -4,42 +4,81 @@ Pure PyTorch: nothing here imports detectron2.
 """
 import functools
 import logging
-from typing import Callable, Dict, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "RSEImpl",
     "rse_attention",
     "rse_relation_weights",
     "relative_position_map",
     "check_rse_inputs",
     "register_rse_impl",
+    "unregister_rse_impl",
+    "get_rse_impl",
+    "rse_impl_names",
     "available_rse_impls",
 ]
 
 logger = logging.getLogger(__name__)
 
-# name -> (fn, is_available(query) -> bool). Faster implementations register themselves
-# in their own modules; the reference is always available.
-_IMPLS: Dict[str, Callable] = {}
-_AVAILABLE: Dict[str, Callable[[torch.Tensor], bool]] = {}
-# Preference order of impl="auto": the first available one wins. "triton" and "flex" need
-# CUDA. On CPU, "cpp" (fused C++ loops, available when setup.py built rsp_d2._C) measured
-# 2-3.5x faster than "chunked" at the paper's shapes, and "chunked" 16-43x faster than the
-# unfold reference with 20-37x less peak memory (docs/benchmarks.md).
-_AUTO_ORDER = ["triton", "flex", "cpp", "chunked", "reference"]
+
+@dataclass(frozen=True)
+class RSEImpl:
+    """One implementation of :func:`rse_attention`.
+
+    Attributes:
+        name: what ``impl=`` selects it by.
+        fn: ``fn(query, key, value, pos, kernel_size, dilation, num_heads) -> (N, C, H, W)``.
+        is_available: ``is_available(query) -> bool``, whether it runs on that tensor's device
+            and dtype here.
+        priority: ``impl="auto"`` takes the available implementation of lowest priority.
+    """
+
+    name: str
+    fn: Callable
+    is_available: Callable[[torch.Tensor], bool]
+    priority: int
 
 
-def register_rse_impl(name: str, fn: Callable, is_available: Callable[[torch.Tensor], bool]):
-    """Make `fn(query, key, value, pos, kernel_size, dilation, num_heads)` selectable as `impl=name`."""
-    _IMPLS[name] = fn
-    _AVAILABLE[name] = is_available
+# The one registry: implementations register themselves in their own modules.
+_REGISTRY: Dict[str, RSEImpl] = {}
 
 
-def available_rse_impls(query: torch.Tensor):
-    """Names of the implementations that can run on `query`'s device and dtype."""
-    return [n for n in _IMPLS if _AVAILABLE[n](query)]
+def register_rse_impl(name: str, fn: Callable, is_available: Callable[[torch.Tensor], bool],
+                      priority: int) -> RSEImpl:
+    """Make `fn` selectable as ``impl=name``; `priority` places it in the ``"auto"`` order
+    (lower first). Re-registering a name replaces it."""
+    impl = RSEImpl(name, fn, is_available, priority)
+    _REGISTRY[name] = impl
+    return impl
+
+
+def unregister_rse_impl(name: str) -> None:
+    """Remove ``impl=name`` (KeyError if it is not registered)."""
+    del _REGISTRY[name]
+
+
+def rse_impl_names() -> List[str]:
+    """Every registered implementation, in ``impl="auto"`` order."""
+    return [i.name for i in sorted(_REGISTRY.values(), key=lambda i: i.priority)]
+
+
+def get_rse_impl(name: str) -> RSEImpl:
+    """The registered implementation `name`; ValueError naming the choices otherwise."""
+    if name not in _REGISTRY:
+        raise ValueError(f"rse_attention: unknown impl {name!r}; registered: "
+                         f"{['auto'] + rse_impl_names()}")
+    return _REGISTRY[name]
+
+
+def available_rse_impls(query: torch.Tensor) -> List[str]:
+    """The implementations that can run on `query`'s device and dtype, in ``impl="auto"``
+    order: the first one is what ``"auto"`` picks."""
+    return [n for n in rse_impl_names() if _REGISTRY[n].is_available(query)]
 
 
 def relative_position_map(kernel_size: int, channels: int, device=None, dtype=None) -> torch.Tensor:
@@ -146,7 +185,8 @@ def _rse_reference(query, key, value, pos, kernel_size, dilation, num_heads):
     return out.reshape(n, c, h, w)
 
 
-register_rse_impl("reference", _rse_reference, lambda q: True)
+# Last in the "auto" order: the faster implementations register with lower priorities.
+register_rse_impl("reference", _rse_reference, lambda q: True, priority=100)
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,19 +219,17 @@ def rse_attention(
         value: (N, C, H, W), f_v(z).
         pos: (kernel_size**2, M) projected relative-position embedding f_p(p), or None.
         impl: "reference" (unfold + einsum; the definition FLOP counting uses), any name
-            registered with :func:`register_rse_impl`, or "auto" for the fastest available.
+            registered with :func:`register_rse_impl` (:func:`rse_impl_names`), or "auto" for
+            the first of :func:`available_rse_impls`.
 
     Returns:
         (N, C, H, W), the extracted relational semantics z-hat.
     """
     check_rse_inputs(query, key, value, pos, kernel_size, dilation, num_heads)
     if impl == "auto":
-        impl = next(n for n in _AUTO_ORDER if n in _IMPLS and _AVAILABLE[n](query))
+        impl = available_rse_impls(query)[0]
         _log_choice_once(query.device.type, query.dtype, impl)
-    elif impl not in _IMPLS:
-        raise ValueError(f"rse_attention: unknown impl {impl!r}; available: "
-                         f"{['auto'] + sorted(_IMPLS)}")
-    elif not _AVAILABLE[impl](query):
+    elif not get_rse_impl(impl).is_available(query):
         raise ValueError(f"rse_attention: impl {impl!r} cannot run {query.dtype} on "
                          f"{query.device}; available there: {available_rse_impls(query)}")
-    return _IMPLS[impl](query, key, value, pos, kernel_size, dilation, num_heads)
+    return _REGISTRY[impl].fn(query, key, value, pos, kernel_size, dilation, num_heads)

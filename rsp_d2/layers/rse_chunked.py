@@ -17,13 +17,13 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from .rse import register_rse_impl
+from .rse_common import compute_dtype, input_grads, split_inputs
 
 __all__ = ["rse_attention_chunked"]
 
-# Elements of query+key+value+output rows per band (12 MiB in float32). Measured on a 2-core
-# AMD EPYC (1 MiB L2/core, 32 MiB shared L3), M=64, C=128: about 8k pixels per band (32 rows
-# of a 256-wide map) beat both smaller bands (more Python-level ops) and whole maps (rows fall
-# out of cache between offsets) by 1.2-1.6x, forward and backward.
+# Elements of query+key+value+output rows per band: sized so that a band stays in a core's
+# share of the cache across the k*k offsets. Smaller bands pay for more Python-level ops,
+# whole maps fall out of cache between offsets (tools/benchmark.py measures both).
 _BAND_ELEMENTS = 3 * 2 ** 20
 
 
@@ -36,11 +36,6 @@ def _band_rows(query: torch.Tensor, value: torch.Tensor, workers: int) -> int:
     rows = max(1, _BAND_ELEMENTS // (n * w * (2 * m + 2 * value.shape[1])))
     # At least two bands per worker, so that a stalled worker's share can be taken over.
     return min(rows, max(1, -(-h // (2 * workers))))
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Sums of 49 products/exps lose too much in half precision: accumulate in float32.
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _offsets(kernel_size: int, dilation: int) -> List[Tuple[int, int]]:
@@ -99,9 +94,9 @@ def _single_threaded_ops():
 
 def _run_bands(fn: Callable, bands: Sequence, device: torch.device, workers: int):
     """fn(band) for every band. On CPU with several threads, the bands run in parallel Python
-    threads (torch ops release the GIL) whose ops are single-threaded: measured 1.3x faster
-    than OpenMP-parallel ops on an idle 2-core machine and 5x faster on a loaded one, where
-    every one of the ~600 small OpenMP regions per call waits for a descheduled thread."""
+    threads (torch ops release the GIL) whose ops are single-threaded: faster than
+    OpenMP-parallel ops, by far on a loaded machine, where every one of the many small OpenMP
+    regions per call waits for a descheduled thread."""
     def run(band):
         # Grad mode is thread-local: worker threads start with it on.
         with torch.no_grad():
@@ -116,18 +111,6 @@ def _run_bands(fn: Callable, bands: Sequence, device: torch.device, workers: int
             list(pool.map(run, bands))
     finally:
         torch.set_num_threads(workers)
-
-
-def _heads(x: torch.Tensor, num_heads: int, dtype: torch.dtype) -> torch.Tensor:
-    """(N, G*D, H, W) -> (N, G, D, H, W) in `dtype` (a view when no cast is needed)."""
-    n, c, h, w = x.shape
-    return x.to(dtype).reshape(n, num_heads, c // num_heads, h, w)
-
-
-def _pos_heads(pos: torch.Tensor, num_heads: int, dtype: torch.dtype) -> torch.Tensor:
-    """(k*k, M) -> (k*k, G, M/G)."""
-    kk, m = pos.shape
-    return pos.to(dtype).reshape(kk, num_heads, m // num_heads)
 
 
 def _dot_into(dst, a, b, buf):
@@ -212,9 +195,7 @@ class _ChunkedRSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, band_rows, workers):
-        cdt = _compute_dtype(query.dtype)
-        q, k, v = (_heads(t, num_heads, cdt) for t in (query, key, value))
-        p = _pos_heads(pos, num_heads, cdt) if pos is not None else None
+        q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype))
         out, weights = _forward(q, k, v, p, kernel_size, dilation, band_rows, workers)
         ctx.save_for_backward(query, key, value, pos, weights)
         ctx.args = (kernel_size, dilation, num_heads, band_rows, workers)
@@ -225,16 +206,10 @@ class _ChunkedRSE(torch.autograd.Function):
     def backward(ctx, grad_out):
         query, key, value, pos, weights = ctx.saved_tensors
         kernel_size, dilation, num_heads, band_rows, workers = ctx.args
-        cdt = weights.dtype
-        q, k, v, go = (_heads(t, num_heads, cdt) for t in (query, key, value, grad_out))
-        p = _pos_heads(pos, num_heads, cdt) if pos is not None else None
+        q, k, v, go, p = split_inputs((query, key, value, grad_out), pos, num_heads, weights.dtype)
         dq, dk, dv, d_logits = _backward(q, k, v, p, weights, go, kernel_size, dilation,
                                          band_rows, workers)
-        d_pos = None
-        if pos is not None and ctx.needs_input_grad[3]:  # dL/dpos_o = sum_pixels dlogit_o q
-            d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q).reshape(pos.shape).to(pos.dtype)
-        grads = [g.reshape(t.shape).to(t.dtype) for g, t in ((dq, query), (dk, key), (dv, value))]
-        return (*grads, d_pos, None, None, None, None, None)
+        return (*input_grads(ctx, dq, dk, dv, d_logits, q), None, None, None, None, None)
 
 
 def rse_attention_chunked(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1,
@@ -261,8 +236,5 @@ def rse_attention_chunked(query, key, value, pos=None, kernel_size=7, dilation=1
                              band_rows, workers)
 
 
-def _chunked(query, key, value, pos, kernel_size, dilation, num_heads):
-    return rse_attention_chunked(query, key, value, pos, kernel_size, dilation, num_heads)
-
-
-register_rse_impl("chunked", _chunked, lambda q: q.is_floating_point())
+# Any device and floating dtype: the fallback of "auto" before the reference.
+register_rse_impl("chunked", rse_attention_chunked, lambda q: q.is_floating_point(), priority=40)

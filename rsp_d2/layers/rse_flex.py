@@ -83,9 +83,6 @@ def rse_attention_flex(query, key, value, pos=None, kernel_size=7, dilation=1, n
     return out[..., : c // num_heads].transpose(2, 3).reshape(n, c, h, w)
 
 
-def _flex(query, key, value, pos, kernel_size, dilation, num_heads):
-    return rse_attention_flex(query, key, value, pos, kernel_size, dilation, num_heads)
-
-
 if HAS_FLEX:
-    register_rse_impl("flex", _flex, lambda q: q.is_cuda)
+    # After "triton", before the CPU implementations: CUDA only.
+    register_rse_impl("flex", rse_attention_flex, lambda q: q.is_cuda, priority=20)

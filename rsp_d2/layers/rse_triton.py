@@ -50,16 +50,35 @@ if HAS_TRITON:
         return tl.expand_dims(x, 0)
 
     @triton.jit
-    def _tile(H, W, G, MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
+    def _tile(H, W, M, C, G, MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
               BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
         """This program's (batch, head) and pixel tile: pixel indices p (BLOCK_P,), their rows i
-        and columns j, and the channel ranges rm (BLOCK_M,), rc (BLOCK_C,) with their masks."""
+        and columns j, the channel ranges rm (BLOCK_M,), rc (BLOCK_C,) with their masks, and
+        the offsets m_off (1, BLOCK_M), c_off (1, BLOCK_C) of this head's channel planes in
+        (N, M, H, W) and (N, C, H, W) maps."""
         pid_p, pid_ng = tl.program_id(0), tl.program_id(1)
+        n, g = pid_ng // G, pid_ng % G
         hw = H * W
         p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
         rm, rc = tl.arange(0, BLOCK_M), tl.arange(0, BLOCK_C)
-        return (pid_ng, pid_ng // G, pid_ng % G, hw, p, p < hw, p // W, p % W, rm, rc,
-                rm < MH, rc < CH)
+        m_off = n * M * hw + _row(g * MH + rm) * hw
+        c_off = n * C * hw + _row(g * CH + rc) * hw
+        return (pid_ng, g, hw, p, p < hw, p // W, p % W, rm, rc, rm < MH, rc < CH, m_off, c_off)
+
+    @triton.jit
+    def _window_key(k_base, pos_ptr, o, i, j, in_map, H, W, M, g, rm, mm, MH: tl.constexpr,
+                    K: tl.constexpr, DIL: tl.constexpr, HAS_POS: tl.constexpr):
+        """Window position o of each pixel (i, j): whether it is on the map, its flat index,
+        and the key there plus pos_o (Eq. 3), (BLOCK_P, BLOCK_M) in float32, 0 off the map."""
+        # Row-major (dy, dx) of window position o, the row order of pos.
+        y, x = i + (o // K - K // 2) * DIL, j + (o % K - K // 2) * DIL
+        ok = in_map & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+        src = y * W + x
+        key = tl.load(k_base + _col(src), mask=_col(ok) & _row(mm), other=0.0).to(tl.float32)
+        if HAS_POS:
+            pos = tl.load(pos_ptr + o * M + g * MH + rm, mask=mm, other=0.0)
+            key += _row(pos.to(tl.float32))
+        return ok, src, key
 
     @triton.jit
     def _rse_fwd_kernel(q_ptr, k_ptr, v_ptr, pos_ptr, out_ptr, lse_ptr,
@@ -67,25 +86,17 @@ if HAS_TRITON:
                         MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, K: tl.constexpr,
                         DIL: tl.constexpr, HAS_POS: tl.constexpr):
-        pid_ng, n, g, hw, p, in_map, i, j, rm, rc, mm, mc = _tile(
-            H, W, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
-        q_base = q_ptr + n * M * hw + _row(g * MH + rm) * hw
-        k_base = k_ptr + n * M * hw + _row(g * MH + rm) * hw
-        v_base = v_ptr + n * C * hw + _row(g * CH + rc) * hw
+        pid_ng, g, hw, p, in_map, i, j, rm, rc, mm, mc, m_off, c_off = _tile(
+            H, W, M, C, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
+        q_base, k_base, v_base = q_ptr + m_off, k_ptr + m_off, v_ptr + c_off
         q = tl.load(q_base + _col(p), mask=_col(in_map) & _row(mm), other=0.0).to(tl.float32)
 
         m_run = tl.full((BLOCK_P,), float("-inf"), tl.float32)
         l_run = tl.zeros((BLOCK_P,), tl.float32)
         acc = tl.zeros((BLOCK_P, BLOCK_C), tl.float32)
         for o in range(K * K):
-            # Row-major (dy, dx) of window position o, the row order of pos.
-            y, x = i + (o // K - K // 2) * DIL, j + (o % K - K // 2) * DIL
-            ok = in_map & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-            src = y * W + x
-            key = tl.load(k_base + _col(src), mask=_col(ok) & _row(mm), other=0.0).to(tl.float32)
-            if HAS_POS:
-                pos = tl.load(pos_ptr + o * M + g * MH + rm, mask=mm, other=0.0)
-                key += _row(pos.to(tl.float32))
+            ok, src, key = _window_key(k_base, pos_ptr, o, i, j, in_map, H, W, M, g, rm, mm, MH, K,
+                                       DIL, HAS_POS)
             logit = tl.where(ok, tl.sum(q * key, axis=1), float("-inf"))
             m_new = tl.maximum(m_run, logit)
             # Until a pixel has seen one on-map offset its max is -inf; shift by 0 then so
@@ -100,7 +111,7 @@ if HAS_TRITON:
         # The centre offset is always on the map, so l_run >= 1 for every real pixel.
         l_safe = tl.where(in_map, l_run, 1.0)
         out = acc / _col(l_safe)
-        o_ptrs = out_ptr + n * C * hw + _row(g * CH + rc) * hw + _col(p)
+        o_ptrs = out_ptr + c_off + _col(p)
         tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=_col(in_map) & _row(mc))
         tl.store(lse_ptr + pid_ng * hw + p, (m_run + tl.log(l_safe)).to(lse_ptr.dtype.element_ty),
                  mask=in_map)
@@ -112,11 +123,9 @@ if HAS_TRITON:
                               MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
                               BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, K: tl.constexpr,
                               DIL: tl.constexpr, HAS_POS: tl.constexpr):
-        pid_ng, n, g, hw, p, in_map, i, j, rm, rc, mm, mc = _tile(
-            H, W, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
-        q_base = q_ptr + n * M * hw + _row(g * MH + rm) * hw
-        k_base = k_ptr + n * M * hw + _row(g * MH + rm) * hw
-        c_off = n * C * hw + _row(g * CH + rc) * hw
+        pid_ng, g, hw, p, in_map, i, j, rm, rc, mm, mc, m_off, c_off = _tile(
+            H, W, M, C, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
+        q_base, k_base = q_ptr + m_off, k_ptr + m_off
         pm, pc = _col(in_map) & _row(mm), _col(in_map) & _row(mc)
         q = tl.load(q_base + _col(p), mask=pm, other=0.0).to(tl.float32)
         gout = tl.load(gout_ptr + c_off + _col(p), mask=pc, other=0.0).to(tl.float32)
@@ -126,14 +135,8 @@ if HAS_TRITON:
         lse = tl.load(lse_ptr + pid_ng * hw + p, mask=in_map, other=0.0).to(tl.float32)
         dq = tl.zeros((BLOCK_P, BLOCK_M), tl.float32)
         for o in range(K * K):
-            # Row-major (dy, dx) of window position o, the row order of pos.
-            y, x = i + (o // K - K // 2) * DIL, j + (o % K - K // 2) * DIL
-            ok = in_map & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-            src = y * W + x
-            key = tl.load(k_base + _col(src), mask=_col(ok) & _row(mm), other=0.0).to(tl.float32)
-            if HAS_POS:
-                pos = tl.load(pos_ptr + o * M + g * MH + rm, mask=mm, other=0.0)
-                key += _row(pos.to(tl.float32))
+            ok, src, key = _window_key(k_base, pos_ptr, o, i, j, in_map, H, W, M, g, rm, mm, MH, K,
+                                       DIL, HAS_POS)
             w = tl.where(ok, tl.exp(tl.sum(q * key, axis=1) - lse), 0.0)
             val = tl.load(v_ptr + c_off + _col(src), mask=_col(ok) & _row(mc), other=0.0)
             val = val.to(tl.float32)
@@ -142,7 +145,7 @@ if HAS_TRITON:
             wo = (pid_ng * K * K + o) * hw + p
             tl.store(w_ptr + wo, w.to(w_ptr.dtype.element_ty), mask=in_map)
             tl.store(dlogit_ptr + wo, dlogit.to(dlogit_ptr.dtype.element_ty), mask=in_map)
-        tl.store(dq_ptr + n * M * hw + _row(g * MH + rm) * hw + _col(p),
+        tl.store(dq_ptr + m_off + _col(p),
                  dq.to(dq_ptr.dtype.element_ty), mask=pm)
 
     @triton.jit
@@ -151,10 +154,8 @@ if HAS_TRITON:
                             MH: tl.constexpr, CH: tl.constexpr, BLOCK_M: tl.constexpr,
                             BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, K: tl.constexpr,
                             DIL: tl.constexpr):
-        pid_ng, n, g, hw, p, in_map, i, j, rm, rc, mm, mc = _tile(
-            H, W, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
-        m_off = n * M * hw + _row(g * MH + rm) * hw
-        c_off = n * C * hw + _row(g * CH + rc) * hw
+        pid_ng, g, hw, p, in_map, i, j, rm, rc, mm, mc, m_off, c_off = _tile(
+            H, W, M, C, G, MH, CH, BLOCK_M, BLOCK_C, BLOCK_P)
         dk = tl.zeros((BLOCK_P, BLOCK_M), tl.float32)
         dv = tl.zeros((BLOCK_P, BLOCK_C), tl.float32)
         for o in range(K * K):
@@ -241,10 +242,6 @@ def rse_attention_triton(query, key, value, pos: Optional[torch.Tensor] = None, 
     return _TritonRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads)
 
 
-def _triton(query, key, value, pos, kernel_size, dilation, num_heads):
-    return rse_attention_triton(query, key, value, pos, kernel_size, dilation, num_heads)
-
-
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -254,4 +251,5 @@ def _is_available(query: torch.Tensor) -> bool:
     return HAS_TRITON and query.is_cuda and query.dtype in _DTYPES
 
 
-register_rse_impl("triton", _triton, _is_available)
+# First in the "auto" order: fused kernels, on CUDA only.
+register_rse_impl("triton", rse_attention_triton, _is_available, priority=10)

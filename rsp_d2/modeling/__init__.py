@@ -1,3 +1,3 @@
 """Detectron2 parts of the RSP head; importing this registers them."""
-from .fpn_p2p7 import FPNP2P7, build_resnet_fpn_p2p7_backbone
+from .backbone import FPNP2P7, build_resnet_fpn_p2p7_backbone
 from .rsp_head import RSPHead

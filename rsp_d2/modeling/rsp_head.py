@@ -1,4 +1,4 @@
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -111,19 +111,18 @@ class RSPHead(nn.Module):
         self.loss_top_k = loss_top_k
         self.fusion_names = fusion
 
-        self.lateral = nn.ModuleDict()
+        # Q_l: the 3x3 conv (+ norm, ReLU) that brings each input level to conv_dims channels.
+        self.q_convs = nn.ModuleDict()
         for name, shape in levels:
             conv = Conv2d(shape.channels, conv_dims, kernel_size=3, padding=1, bias=not norm,
                           norm=get_norm(norm, conv_dims), activation=F.relu)
             weight_init.c2_msra_fill(conv)
-            self.lateral[name] = conv
-        # fusions[i] fuses level i (fine) with level i+1 (coarse); names follow the paper's
-        # "RSP-54" convention, e.g. "p5p4".
+            self.q_convs[name] = conv
         rse_kwargs = dict(kernel_size=kernel_size, dilation=dilation, reduction=reduction,
                           num_heads=num_heads, pos_embedding=pos_embedding, impl=impl)
         self.fusions = nn.ModuleDict()
-        for i, name in enumerate(reversed(fusion)):
-            key = f"{self.in_features[i + 1]}{self.in_features[i]}"
+        # Registered finest pair first (state-dict order of earlier checkpoints).
+        for (key, _, _), name in reversed(list(zip(self.fusion_pairs(), fusion))):
             self.fusions[key] = build_fusion(name, conv_dims, **rse_kwargs)
         self.predictor = Conv2d(conv_dims, num_classes, kernel_size=1)
         weight_init.c2_msra_fill(self.predictor)
@@ -175,13 +174,20 @@ class RSPHead(nn.Module):
 
     def aggregate(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """The aggregated maps A_l, finest first: [(N, C, H_l, W_l) for each level]."""
-        q = [self.lateral[f](features[f]) for f in self.in_features]
-        out = [q[-1]]
-        for i in range(len(q) - 2, -1, -1):
-            z = F.interpolate(out[0], size=q[i].shape[-2:], mode="bilinear", align_corners=False)
-            key = f"{self.in_features[i + 1]}{self.in_features[i]}"
-            out.insert(0, self.fusions[key](q[i], z))
+        q = {f: self.q_convs[f](features[f]) for f in self.in_features}
+        out = [q[self.in_features[-1]]]
+        for key, _, fine in self.fusion_pairs():
+            z = F.interpolate(out[0], size=q[fine].shape[-2:], mode="bilinear", align_corners=False)
+            out.insert(0, self.fusions[key](q[fine], z))
         return out
+
+    def fusion_pairs(self) -> List[Tuple[str, str, str]]:
+        """[(name, coarse level, fine level)] of the fusions, top-down (coarsest pair first,
+        the order of RSP.FUSION). Names follow the paper's "RSP-54" convention: "p5p4" fuses
+        p4 with the aggregated p5."""
+        levels = self.in_features
+        return [(f"{levels[i + 1]}{levels[i]}", levels[i + 1], levels[i])
+                for i in range(len(levels) - 2, -1, -1)]
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """(N, K, H_lowest, W_lowest) logits before upsampling."""

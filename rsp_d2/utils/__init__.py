@@ -1,1 +1,9 @@
-"""Tools shared by the scripts in tools/ (FLOPs, benchmarks)."""
+"""Small helpers shared across the package: crash-safe file writes and the user-error type."""
+from .errors import InputError
+from .file_io import (
+    AtomicWriter,
+    remove_stale_temporaries,
+    save_image_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+)

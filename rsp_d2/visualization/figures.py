@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..data.atomic import write_bytes_atomic  # noqa: E402
+from ..utils.file_io import write_bytes_atomic  # noqa: E402
 
 __all__ = ["DPI", "new_figure", "save_figure", "gray_panel"]
 

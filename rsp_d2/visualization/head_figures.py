@@ -4,8 +4,10 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .figures import save_figure
-from .loading import InputError, check_checkpoint, load_config, read_image
-from .predictor import Predictor
+from ..config import load_config
+from ..engine.checkpoint import check_checkpoint
+from ..engine.predictor import Predictor, read_image
+from ..utils.errors import InputError
 from .propagation import draw_propagation
 from .query_key import draw_query_key
 from .relations import draw_relations, grid_pixels
@@ -62,7 +64,7 @@ def make_head_figures(
         opts: KEY VALUE config overrides applied to both models.
         max_colors: see :func:`save_figure`.
     """
-    cfg = load_config(config_file, opts, weights=checkpoint)
+    cfg = load_config(config_file, opts, weights=checkpoint, cpu_if_no_cuda=True)
     check_rsp_config(cfg, config_file, need_relations=True)
     check_checkpoint(checkpoint)
     if (baseline_config is None) != (baseline_checkpoint is None):
@@ -70,7 +72,8 @@ def make_head_figures(
                          "or neither")
     base_cfg = None
     if baseline_config is not None:
-        base_cfg = load_config(baseline_config, opts, weights=baseline_checkpoint)
+        base_cfg = load_config(baseline_config, opts, weights=baseline_checkpoint,
+                               cpu_if_no_cuda=True)
         check_rsp_config(base_cfg, baseline_config, need_relations=False)
         check_checkpoint(baseline_checkpoint, "baseline checkpoint")
     image = read_image(image_path, format="BGR")

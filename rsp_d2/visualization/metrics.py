@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import matplotlib
 
 from .figures import new_figure
-from .loading import InputError
+from ..utils.errors import InputError
 
 __all__ = ["Run", "load_run", "default_keys", "group_keys", "metrics_figure_size", "plot_metrics"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .figures import gray_panel, new_figure
-from .loading import InputError
+from ..utils.errors import InputError
 from .trace import HeadTrace
 
 __all__ = ["propagation_figure_size", "draw_propagation", "pick_channel", "ROWS_PER_MODEL"]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..layers import FUSIONS, RelationalSemanticsPropagator
-from .loading import InputError
+from ..utils.errors import InputError
 
 __all__ = ["FusionTrace", "HeadTrace", "check_rsp_config", "rsp_head_of", "trace_head",
            "RELATION_KINDS"]
@@ -157,7 +157,7 @@ def trace_head(predictor, image_bgr: np.ndarray) -> HeadTrace:
             raw[name] = (args, output)
         return hook
 
-    handles = [head.lateral[n].register_forward_hook(keep(("q", n))) for n in head.in_features]
+    handles = [head.q_convs[n].register_forward_hook(keep(("q", n))) for n in head.in_features]
     handles += [f.register_forward_hook(keep(("f", k))) for k, f in head.fusions.items()]
     try:
         model([inputs])
@@ -171,9 +171,7 @@ def trace_head(predictor, image_bgr: np.ndarray) -> HeadTrace:
     for n in head.in_features:
         trace.q[n] = first(raw[("q", n)][1])
     trace.a[head.in_features[-1]] = trace.q[head.in_features[-1]]
-    for i in range(len(head.in_features) - 2, -1, -1):  # top-down
-        fine, coarse = head.in_features[i], head.in_features[i + 1]
-        name = f"{coarse}{fine}"
+    for name, coarse, fine in head.fusion_pairs():  # top-down
         module = head.fusions[name]
         (x, z), out = raw[("f", name)]
         f = FusionTrace(name=name, coarse=coarse, fine=fine,

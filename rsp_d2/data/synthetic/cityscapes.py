@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from ..atomic import publish_generated
+from .publish import publish_generated
 from .scenes import make_street_scene, rasterize
 from .textures import render_image
 

@@ -4,7 +4,7 @@ Writes, per split ``{train,val}2017``: ``<split>/*.jpg``, ``annotations/instance
 (the 80 real thing categories; polygon segmentations, iscrowd 0),
 ``annotations/panoptic_<split>.json`` with ``panoptic_<split>/*.png`` (panopticapi's RGB id
 encoding; stuff segments use real ids such as road/sky-other-merged/grass-merged), and
-``panoptic_stuff_<split>/*.png`` made by ``rsp_d2.data.panoptic_fpn`` (the converter behind
+``panoptic_stuff_<split>/*.png`` made by ``rsp_d2.data.coco_panoptic_stuff`` (the converter behind
 ``tools/prepare_panoptic_fpn.py``).
 
 The instance polygons trace the visible pixels of the panoptic segments (pycocotools rasterises
@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ..atomic import publish_generated, write_json_atomic
-from ..panoptic_fpn import convert_panoptic_json
+from ...utils.file_io import write_json_atomic
+from .publish import publish_generated
+from ..coco_panoptic_stuff import convert_panoptic_json
 from .coco_categories import (
     all_categories,
     category_by_name,

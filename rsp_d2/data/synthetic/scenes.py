@@ -19,7 +19,6 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "KINDS",
-    "THING_KINDS",
     "Scene",
     "SceneObject",
     "make_street_scene",
@@ -43,7 +42,6 @@ KINDS = (
     "rider",
     "ego_vehicle",
 )
-THING_KINDS = frozenset({"car", "bicycle", "motorcycle", "person", "rider"})
 
 # Outline of a standing figure, (u, v): u in [-0.5, 0.5] times the figure height, v in [0, 1]
 # from head to feet. One simple polygon, because a Cityscapes object is one polygon.

@@ -1,4 +1,4 @@
-// Fused CPU loops of the RSE relation (Eq. 1-3 of the paper), used by rsp_d2/layers/rse_cpu.py.
+// Fused CPU loops of the RSE relation (Eq. 1-3 of the paper), used by rsp_d2/layers/rse_cpp.py.
 //
 // Three window primitives on contiguous head-split maps, each a single pass over the output
 // rows (threads split the rows; a row's work touches only the 2r*dilation+1 input rows around
@@ -181,21 +181,21 @@ void parallel_rows(int64_t rows, int64_t work_per_row, const Fn& fn) {
 }
 
 Geometry geometry(const at::Tensor& maps, int64_t kernel_size, int64_t dilation) {
-  TORCH_CHECK(maps.dim() == 5, "rse_cpu: expected (N, G, D, H, W), got ", maps.sizes());
+  TORCH_CHECK(maps.dim() == 5, "rse_cpp: expected (N, G, D, H, W), got ", maps.sizes());
   return Geometry{maps.size(0), maps.size(1), maps.size(2), maps.size(3), maps.size(4),
                   kernel_size, dilation};
 }
 
 void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == like.scalar_type(),
-              "rse_cpu: ", name, " must be a contiguous CPU tensor of ", like.scalar_type());
+              "rse_cpp: ", name, " must be a contiguous CPU tensor of ", like.scalar_type());
 }
 
 const void* bias_ptr(const c10::optional<at::Tensor>& bias, const at::Tensor& like,
                      const Geometry& s) {
   if (!bias.has_value()) return nullptr;
   check(*bias, like, "bias");
-  TORCH_CHECK(bias->numel() == s.KK() * s.G * s.D, "rse_cpu: bias must be (K*K, G, D)");
+  TORCH_CHECK(bias->numel() == s.KK() * s.G * s.D, "rse_cpp: bias must be (K*K, G, D)");
   return bias->data_ptr();
 }
 
@@ -205,7 +205,7 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
   const Geometry s = geometry(a, kernel_size, dilation);
   check(a, a, "a");
   check(b, a, "b");
-  TORCH_CHECK(a.sizes() == b.sizes(), "rse_cpu: window_dot needs a and b of one shape");
+  TORCH_CHECK(a.sizes() == b.sizes(), "rse_cpp: window_dot needs a and b of one shape");
   at::Tensor out = at::empty({s.N, s.G, s.KK(), s.H, s.W}, a.options());
   const void* bp = bias_ptr(bias, a, s);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "window_dot", [&] {
@@ -231,7 +231,7 @@ at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
   check(w, b, "w");
   TORCH_CHECK(w.dim() == 5 && w.size(0) == s.N && w.size(1) == s.G && w.size(2) == s.KK() &&
                   w.size(3) == s.H && w.size(4) == s.W,
-              "rse_cpu: weights must be (N, G, K*K, H, W), got ", w.sizes());
+              "rse_cpp: weights must be (N, G, K*K, H, W), got ", w.sizes());
   at::Tensor out = at::empty_like(b);
   const void* bp = bias_ptr(bias, b, s);
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "window_gather", [&] {

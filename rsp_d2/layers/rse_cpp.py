@@ -1,6 +1,6 @@
-"""The RSE relation (Eq. 1-3) as fused C++ loops on the CPU: ``impl="cpp"``.
+"""The RSE relation (Eq. 1-3) as fused C++ loops (the extension ``rsp_d2._C``): ``impl="cpp"``.
 
-The loops (rsp_d2/layers/csrc/rse_cpu.cpp, compiled by setup.py as ``rsp_d2._C``) make one
+The loops (rsp_d2/layers/csrc/rse_cpp.cpp, compiled by setup.py as ``rsp_d2._C``) make one
 pass over the output rows per step, with the k*k window offsets innermost, so each row's
 neighbourhood stays in cache; the torch ops of ``chunked`` instead stream the whole band
 through memory once per offset. Three steps forward (logits, softmax, aggregation) and four
@@ -13,7 +13,7 @@ backward, each one C++ call or one torch op:
 Like ``chunked``, only the inputs and the (N, G, k*k, H, W) weights are saved for backward;
 no k*k*M*H*W or k*k*C*H*W tensor exists. Half-precision inputs are computed in float32.
 Unavailable (and skipped by ``impl="auto"``) when the extension was not built, or was built
-from another version of csrc/rse_cpu.cpp than the one beside this file.
+from another version of csrc/rse_cpp.cpp than the one beside this file.
 """
 import hashlib
 import importlib
@@ -22,13 +22,11 @@ import os
 import torch
 
 from .rse import check_rse_inputs, register_rse_impl
-from .rse_chunked import _compute_dtype
-from .rse_chunked import _heads as _chunked_heads
-from .rse_chunked import _pos_heads as _chunked_pos_heads
+from .rse_common import compute_dtype, input_grads, split_inputs
 
 __all__ = ["rse_attention_cpp", "HAS_CPP_EXT"]
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rse_cpu.cpp")
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rse_cpp.cpp")
 
 
 def _load_extension():
@@ -51,22 +49,12 @@ _C, CPP_EXT_ERROR = _load_extension()
 HAS_CPP_EXT = _C is not None
 
 
-def _heads(x: torch.Tensor, num_heads: int, dtype: torch.dtype) -> torch.Tensor:
-    """(N, G*D, H, W) -> contiguous (N, G, D, H, W) in `dtype`, as the kernels read it."""
-    return _chunked_heads(x, num_heads, dtype).contiguous()
-
-
-def _pos_heads(pos, num_heads, dtype):
-    """(k*k, M) -> contiguous (k*k, G, M/G), or None."""
-    return None if pos is None else _chunked_pos_heads(pos, num_heads, dtype).contiguous()
-
-
 class _CppRSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2):
-        cdt = _compute_dtype(query.dtype)
-        q, k, v = (_heads(t, num_heads, cdt) for t in (query, key, value))
-        p = _pos_heads(pos, num_heads, cdt)
+        # The kernels read contiguous (N, G, D, H, W) maps.
+        q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype),
+                                  contiguous=True)
         geo = (kernel_size, dilation)
         logits = _C.window_dot(q, k, p, *geo, float("-inf"), allow_avx2)
         # The centre offset is always on the map, so no pixel's logits are all -inf.
@@ -83,9 +71,8 @@ class _CppRSE(torch.autograd.Function):
         query, key, value, pos, weights = ctx.saved_tensors
         kernel_size, dilation, num_heads, allow_avx2 = ctx.args
         geo = (kernel_size, dilation)
-        cdt = weights.dtype
-        q, k, v, g = (_heads(t, num_heads, cdt) for t in (query, key, value, grad_out))
-        p = _pos_heads(pos, num_heads, cdt)
+        q, k, v, g, p = split_inputs((query, key, value, grad_out), pos, num_heads, weights.dtype,
+                                     contiguous=True)
         # dL/dw_o = g . v_o; off-map entries are multiplied by w = 0 below.
         d_logits = _C.window_dot(g, v, None, *geo, 0.0, allow_avx2)
         # Softmax backward over the window: dlogit = w * (dw - sum_o w dw).
@@ -93,11 +80,7 @@ class _CppRSE(torch.autograd.Function):
         dq = _C.window_gather(d_logits, k, p, *geo, allow_avx2)  # sum_o dlogit_o (k_o + pos_o)
         dk = _C.window_scatter(d_logits, q, *geo, allow_avx2)
         dv = _C.window_scatter(weights, g, *geo, allow_avx2)
-        d_pos = None
-        if pos is not None and ctx.needs_input_grad[3]:  # sum over pixels of dlogit_o q
-            d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q).reshape(pos.shape).to(pos.dtype)
-        grads = [t.reshape(ref.shape).to(ref.dtype) for t, ref in ((dq, query), (dk, key), (dv, value))]
-        return (*grads, d_pos, None, None, None, None)
+        return (*input_grads(ctx, dq, dk, dv, d_logits, q), None, None, None, None)
 
 
 def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1,
@@ -123,11 +106,7 @@ def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, nu
     return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2)
 
 
-def _cpp(query, key, value, pos, kernel_size, dilation, num_heads):
-    # rse_attention has checked the arguments and that the extension runs on these tensors.
-    return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, True)
-
-
+# Preferred over "chunked" on the CPU when the extension is built (docs/benchmarks.md).
 register_rse_impl(
-    "cpp", _cpp,
-    lambda q: HAS_CPP_EXT and q.device.type == "cpu" and q.is_floating_point())
+    "cpp", rse_attention_cpp,
+    lambda q: HAS_CPP_EXT and q.device.type == "cpu" and q.is_floating_point(), priority=30)

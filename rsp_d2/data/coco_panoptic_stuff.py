@@ -20,7 +20,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from .atomic import save_image_atomic
+from ..utils.file_io import save_image_atomic
 
 __all__ = [
     "IGNORE_LABEL",

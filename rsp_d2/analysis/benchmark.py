@@ -1,6 +1,6 @@
 """Timing and peak-memory measurement for tools/benchmark.py.
 
-A *case* is a JSON-able dict understood by :func:`rsp_d2.utils.benchmark_cases.build_case`,
+A *case* is a JSON-able dict understood by :func:`rsp_d2.analysis.benchmark_cases.build_case`,
 which returns a zero-argument ``run()``. Time is wall-clock (``time.perf_counter``) per
 ``run()``, summarized by the median. Peak memory is measured in a fresh process per case:
 
@@ -23,7 +23,7 @@ import torch
 
 __all__ = ["machine_info", "time_run", "summarize", "peak_extra_memory_mb", "load_average"]
 
-_PRELOAD = ["torch", "rsp_d2.utils.benchmark_cases"]
+_PRELOAD = ["torch", "rsp_d2.analysis.benchmark_cases"]
 
 
 def _cpu_model() -> str:
@@ -89,7 +89,7 @@ def summarize(times: List[float]) -> Dict:
 def _measure_in_child(case: Dict, conn):
     # Runs in a fresh process forked from the forkserver.
     try:
-        from rsp_d2.utils.benchmark_cases import build_case, warmup_case
+        from rsp_d2.analysis.benchmark_cases import build_case, warmup_case
 
         device = case.get("device", "cpu")
         build_case(warmup_case(case))()  # first-use initialization of thread pools, oneDNN...

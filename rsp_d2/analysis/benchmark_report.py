@@ -95,7 +95,7 @@ def render_markdown(results: Dict) -> str:
         lines += ["", "GPU: not measured in this run (device {}). The same command on a machine "
                   "with CUDA measures the `triton` and `flex` implementations and the heads on the "
                   "GPU.".format(m["device"])]
-    lines += ["", "## Targets (issue \"Fast RSE\")", ""]
+    lines += ["", "## Targets", ""]
     for t in results["targets"]:
         lines.append(f"- {t['name']}: measured {t['value']} (target {t['target']}): "
                      f"**{'met' if t['met'] else 'NOT met'}**")

@@ -1,15 +1,19 @@
-"""Single-image inference as Detectron2's ``DefaultPredictor`` does it, with the checkpoint
-checked (:func:`load_model`) and the resized network input kept for drawing."""
+"""Single-image inference as Detectron2's ``DefaultPredictor`` does it, with the image and the
+checkpoint checked (:func:`read_image`, :func:`load_model`) and the resized network input kept
+for drawing."""
+import os
 from typing import Dict, Tuple
 
 import numpy as np
 import torch
 
 import detectron2.data.transforms as T
+from detectron2.data.detection_utils import read_image as _d2_read_image
 
-from .loading import InputError, load_model
+from ..utils.errors import InputError
+from .checkpoint import load_model
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "read_image"]
 
 
 class Predictor:
@@ -45,3 +49,18 @@ class Predictor:
     def __call__(self, image_bgr: np.ndarray) -> Dict:
         inputs, _ = self.preprocess(image_bgr)
         return self.model([inputs])[0]
+
+
+def read_image(path: str, format: str = "BGR") -> np.ndarray:
+    """(H, W, 3) uint8 in `format` ("BGR" or "RGB"), EXIF orientation applied."""
+    if not os.path.isfile(path):
+        raise InputError(f"image not found: {path}")
+    try:
+        image = _d2_read_image(path, format=format)
+    except Exception as e:
+        raise InputError(f"cannot read image {path}: {type(e).__name__}: {e} (expected an image "
+                         "file that PIL can decode: png, jpg, ...)") from e
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InputError(f"cannot read image {path}: decoded to shape {image.shape}, expected "
+                         "(H, W, 3)")
+    return image

@@ -4,12 +4,10 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from detectron2.config import get_cfg
-
-from ..config import add_rsp_config
+from ..config import load_config
 from .flops import count_head
 
-__all__ = ["PaperRow", "PAPER_ROWS", "FLOPS_TOLERANCE_G", "load_config", "reproduce_rows"]
+__all__ = ["PaperRow", "PAPER_ROWS", "FLOPS_TOLERANCE_G", "reproduce_rows"]
 
 # "every cell should come within 0.1 G": the paper prints one decimal.
 FLOPS_TOLERANCE_G = 0.1
@@ -72,17 +70,6 @@ def _rows():
 
 
 PAPER_ROWS: List[PaperRow] = _rows()
-
-
-def load_config(path: str):
-    """A frozen Detectron2 config with the RSP keys, merged from `path`."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    cfg = get_cfg()
-    add_rsp_config(cfg)
-    cfg.merge_from_file(path)
-    cfg.freeze()
-    return cfg
 
 
 def _head_key(cfg) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The demo (`make demo`): RSP-4 trained from scratch on the CPU on synthetic Cityscapes.
 
-    python tools/run_demo.py [--data-root datasets/synthetic] [--output-dir output/demo_rsp4_R18]
+    python tools/train_demo.py [--data-root datasets/synthetic] [--output-dir output/demo_rsp4_R18]
                              [KEY VALUE ...config overrides]
 
 1. generates the synthetic Cityscapes once (kept under --data-root for later runs);
@@ -36,7 +36,8 @@ def main(argv=None):
     os.environ["DETECTRON2_DATASETS"] = data_root
     from rsp_d2.data.synthetic import generate_datasets
     from rsp_d2.engine import argument_parser, load_cfg, run
-    from rsp_d2.engine.demo import format_semantic_results, save_overlays
+    from rsp_d2.evaluation.report import format_semantic_results
+    from rsp_d2.visualization.overlays import save_overlays
 
     print(f"[1/4] synthetic Cityscapes under {data_root}", flush=True)
     made = generate_datasets(data_root, only="cityscapes")["cityscapes"]

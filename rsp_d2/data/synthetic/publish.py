@@ -1,60 +1,18 @@
-"""Crash-safe writes: a file, or a whole dataset directory, appears complete or not at all.
+"""Crash-safe publishing of a generated dataset directory: it appears complete or not at all.
 
-Files are written to a hidden sibling and renamed over the target (``os.replace`` is atomic on
-POSIX within one filesystem). Directories are built in a hidden sibling and renamed into place
-only after their completion marker has been written, so a killed run leaves at most a hidden
-``.<name>.tmp-<pid>`` directory that no loader lists and no later run mistakes for a dataset.
+Directories are built in a hidden sibling and renamed into place only after their completion
+marker has been written, so a killed run leaves at most a hidden ``.<name>.tmp-<pid>`` directory
+that no loader lists and no later run mistakes for a dataset.
 """
-
-import io
 import json
 import os
 import shutil
 
-__all__ = [
-    "publish_generated",
-    "MARKER_NAME",
-    "publish_directory",
-    "read_marker",
-    "save_image_atomic",
-    "write_bytes_atomic",
-    "write_json_atomic",
-]
+from ...utils.file_io import remove_stale_temporaries, write_json_atomic
+
+__all__ = ["MARKER_NAME", "publish_directory", "publish_generated", "read_marker"]
 
 MARKER_NAME = ".rsp_synthetic.json"
-
-
-def write_bytes_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` through a temporary sibling and a rename."""
-    path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    # The temporary name must not end in the target's extension: Detectron2's loaders list
-    # directories by extension and would pick up a half-written "x.png".
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_image_atomic(path, image, **save_kwargs):
-    """Encode a PIL image (format from the extension of ``path``) and write it atomically."""
-    buf = io.BytesIO()
-    image_format = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(
-        os.path.splitext(os.fspath(path))[1].lower()
-    )
-    if image_format is None:
-        raise ValueError(f"{path}: unsupported image extension (expected .png, .jpg or .jpeg)")
-    image.save(buf, format=image_format, **save_kwargs)
-    write_bytes_atomic(path, buf.getvalue())
-
-
-def write_json_atomic(path, obj):
-    """Serialise ``obj`` as JSON (stable key order, so equal inputs give equal bytes)."""
-    write_bytes_atomic(path, json.dumps(obj, sort_keys=True).encode("utf-8"))
 
 
 def read_marker(directory):
@@ -64,26 +22,6 @@ def read_marker(directory):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _remove_stale_builds(parent, base):
-    """Delete ``.<base>.tmp-<pid>`` / ``.<base>.old-<pid>`` leftovers of killed runs (those
-    whose process no longer exists; a live one may be a concurrent run)."""
-    for name in os.listdir(parent):
-        for prefix in (f".{base}.tmp-", f".{base}.old-"):
-            pid = name[len(prefix) :] if name.startswith(prefix) else ""
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 def publish_directory(final_dir, marker, build):
@@ -116,7 +54,7 @@ def publish_directory(final_dir, marker, build):
             )
         if existing == marker:
             return False
-    _remove_stale_builds(parent, base)
+    remove_stale_temporaries(parent, prefix=f".{base}.")
 
     tmp = os.path.join(parent, f".{base}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -11,44 +11,29 @@ import torch
 
 from detectron2.data import MetadataCatalog
 from detectron2.data.catalog import Metadata
-from detectron2.utils.colormap import colormap
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode, VisImage, Visualizer
 
-from .loading import InputError
-from .predictor import Predictor
+from rsp_d2.engine.predictor import Predictor
+from rsp_d2.utils.errors import InputError
+from rsp_d2.visualization.overlays import with_stuff_colors
 
 __all__ = ["SegmentationDemo", "demo_metadata", "expand_inputs", "output_paths", "IMAGE_EXTENSIONS"]
-
-
-def _stuff_colors(names: Sequence[str]) -> List[Tuple[int, int, int]]:
-    """Cityscapes' official colour for Cityscapes class names, Detectron2's palette otherwise."""
-    try:
-        from cityscapesscripts.helpers.labels import name2label
-    except ImportError:
-        name2label = {}
-    palette = colormap(rgb=True, maximum=255).astype(int).tolist()
-    return [tuple(name2label[n].color) if n in name2label else tuple(palette[i % len(palette)])
-            for i, n in enumerate(names)]
 
 
 def demo_metadata(cfg) -> Metadata:
     """The first test dataset's metadata (class names, colours), generic "class i" names when
     it has none, so that any config can be drawn.
 
-    Detectron2's builtin Cityscapes metadata has no ``stuff_colors``, and the Visualizer then
-    draws each class in a random colour; fixed colours are added (on a copy) so that drawings
-    compare across images and runs.
+    Fixed colours are added (on a copy, :func:`rsp_d2.visualization.overlays.with_stuff_colors`)
+    so that drawings compare across images and runs.
     """
     meta = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
     if meta is None or not (meta.get("stuff_classes") or meta.get("thing_classes")):
         k = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        fields = {"name": "rsp_demo", "stuff_classes": [f"class {i}" for i in range(k)]}
-    else:
-        fields = dict(meta.as_dict(), name=meta.name + "_demo")
-    if fields.get("stuff_classes") and not fields.get("stuff_colors"):
-        fields["stuff_colors"] = _stuff_colors(fields["stuff_classes"])
-    return Metadata(**fields)
+        return with_stuff_colors({"name": "rsp_demo",
+                                  "stuff_classes": [f"class {i}" for i in range(k)]})
+    return with_stuff_colors(dict(meta.as_dict(), name=meta.name + "_demo"))
 
 
 class SegmentationDemo:

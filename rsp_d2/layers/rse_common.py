@@ -1,0 +1,57 @@
+"""Plumbing shared by the custom-autograd implementations of the RSE relation (``chunked``,
+``cpp``): the computation dtype, the split into heads, and the end of the backward pass.
+
+Both save only the inputs and the (N, G, k*k, H, W) softmax weights in forward and return
+d_logits (the gradient of the pre-softmax logits) from their backward kernels; the gradient
+of the position embedding is the same contraction for both (Eq. 3: logit_o = q . (k_o + pos_o)).
+"""
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ["compute_dtype", "split_heads", "split_pos", "split_inputs", "input_grads"]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sums of k*k products/exps lose too much in half precision: accumulate in float32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def split_heads(x: torch.Tensor, num_heads: int, dtype: torch.dtype,
+                contiguous: bool = False) -> torch.Tensor:
+    """(N, G*D, H, W) -> (N, G, D, H, W) in `dtype` (a view when no cast is needed)."""
+    n, c, h, w = x.shape
+    out = x.to(dtype).reshape(n, num_heads, c // num_heads, h, w)
+    return out.contiguous() if contiguous else out
+
+
+def split_pos(pos: Optional[torch.Tensor], num_heads: int, dtype: torch.dtype,
+              contiguous: bool = False) -> Optional[torch.Tensor]:
+    """(k*k, M) -> (k*k, G, M/G) in `dtype`, or None."""
+    if pos is None:
+        return None
+    kk, m = pos.shape
+    out = pos.to(dtype).reshape(kk, num_heads, m // num_heads)
+    return out.contiguous() if contiguous else out
+
+
+def split_inputs(tensors, pos, num_heads: int, dtype: torch.dtype, contiguous: bool = False):
+    """``[split_heads(t) for t in tensors] + [split_pos(pos)]``."""
+    return [split_heads(t, num_heads, dtype, contiguous) for t in tensors] + [
+        split_pos(pos, num_heads, dtype, contiguous)]
+
+
+def input_grads(ctx, dq, dk, dv, d_logits, q) -> Tuple:
+    """The gradients for (query, key, value, pos) of an RSE autograd Function whose
+    ``ctx.saved_tensors`` begin with (query, key, value, pos).
+
+    Args:
+        dq, dk, dv: head-split gradients (N, G, D, H, W) in the computation dtype.
+        d_logits: (N, G, k*k, H, W) gradient of the logits; q: the head-split query.
+    """
+    query, key, value, pos = ctx.saved_tensors[:4]
+    d_pos = None
+    if pos is not None and ctx.needs_input_grad[3]:  # dL/dpos_o = sum over pixels dlogit_o q
+        d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q).reshape(pos.shape).to(pos.dtype)
+    grads = [g.reshape(t.shape).to(t.dtype) for g, t in ((dq, query), (dk, key), (dv, value))]
+    return (*grads, d_pos)
