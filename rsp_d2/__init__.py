@@ -15,5 +15,7 @@ if importlib.util.find_spec("detectron2") is not None:
     from . import modeling  # noqa: F401  (registers the head and the backbone)
 else:
     def __getattr__(name):
-        raise ImportError(f"rsp_d2.{name} needs Detectron2, which is not installed; only "
-                          "rsp_d2.layers works without it (see the README's install section)")
+        if name in ("add_rsp_config", "load_config"):
+            raise ImportError(f"rsp_d2.{name} needs Detectron2, which is not installed; only "
+                              "rsp_d2.layers works without it (see the README's install section)")
+        raise AttributeError(f"module 'rsp_d2' has no attribute {name!r}")

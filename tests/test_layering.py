@@ -10,6 +10,7 @@ _WITHOUT_DETECTRON2 = textwrap.dedent("""
     sys.modules["detectron2"] = None  # import detectron2 now raises ModuleNotFoundError
     import torch
     import rsp_d2
+    from rsp_d2 import layers  # noqa: F401  (the from-import form works too)
     from rsp_d2.layers import RelationalSemanticsPropagator, available_rse_impls, rse_attention
     x = torch.randn(1, 8, 5, 6)
     q = torch.randn(1, 4, 5, 6)
