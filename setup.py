@@ -7,10 +7,10 @@ compiler, torch not importable at build time, a compile error), the package stil
 with a warning, and ``rse_attention(impl="auto")`` falls back to the pure-PyTorch ``chunked``
 implementation. Set RSP_D2_NO_EXT=1 to skip it deliberately.
 """
-import glob
 import hashlib
 import os
 import shutil
+import sysconfig
 import warnings
 
 from setuptools import find_packages, setup
@@ -27,8 +27,11 @@ def source_sha(path: str) -> str:
 
 
 def remove_built_extension():
-    """A binary from an earlier build must not outlive a build that skips or fails it."""
-    for old in glob.glob(os.path.join(HERE, "rsp_d2", "_C*.so")):
+    """A binary from an earlier build must not outlive a build that skips or fails it. Only this
+    interpreter's (its EXT_SUFFIX): a checkout shared by two stacks (.venv, .venv-latest) keeps
+    the other Python's build."""
+    old = os.path.join(HERE, "rsp_d2", "_C" + sysconfig.get_config_var("EXT_SUFFIX"))
+    if os.path.exists(old):
         os.remove(old)
 
 
