@@ -10,6 +10,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
+from .rse_selfcheck import choose_checked_impl
+
 __all__ = [
     "RSEImpl",
     "rse_attention",
@@ -227,7 +229,8 @@ def rse_attention(
     """
     check_rse_inputs(query, key, value, pos, kernel_size, dilation, num_heads)
     if impl == "auto":
-        impl = available_rse_impls(query)[0]
+        # The first available one; on CUDA once checked against 'chunked' (rse_selfcheck).
+        impl = choose_checked_impl(query, available_rse_impls(query))
         _log_choice_once(query.device.type, query.dtype, impl)
     elif not get_rse_impl(impl).is_available(query):
         raise ValueError(f"rse_attention: impl {impl!r} cannot run {query.dtype} on "
