@@ -13,6 +13,7 @@ from PIL import Image
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
+from detectron2.evaluation.cityscapes_evaluation import CityscapesEvaluator
 
 from rsp_d2 import add_rsp_config
 from rsp_d2.engine import AtomicDetectionCheckpointer, DatasetNotFoundError, check_datasets
@@ -80,9 +81,15 @@ def _evaluate(evaluator, records, predict):
     return evaluator.evaluate()
 
 
+def _shift(gt):  # everything one column to the right: boundaries become errors
+    return np.concatenate([gt[:, :1], gt[:, :-1]], axis=1)
+
+
 def test_official_cityscapes_evaluator_perfect_and_degraded(cityscapes_val):
     name, records = cityscapes_val
     ours = CityscapesOfficialSemSegEvaluator(name)
+    # Nothing of Detectron2's Cityscapes evaluators runs (upstream main's cannot import).
+    assert not issubclass(CityscapesOfficialSemSegEvaluator, CityscapesEvaluator)
 
     perfect = _evaluate(ours, records, lambda gt: gt)["cityscapes_sem_seg"]
     present = {n for n in MetadataCatalog.get(name).stuff_classes
@@ -91,16 +98,22 @@ def test_official_cityscapes_evaluator_perfect_and_degraded(cityscapes_val):
     assert perfect["IoU"] == pytest.approx(100.0)
     assert all(perfect[f"IoU-{n}"] == pytest.approx(100.0) for n in present)
 
-    def shift(gt):  # everything one column to the right: boundaries become errors
-        return np.concatenate([gt[:, :1], gt[:, :-1]], axis=1)
-
-    degraded = _evaluate(ours, records, shift)["cityscapes_sem_seg"]
+    degraded = _evaluate(ours, records, _shift)["cityscapes_sem_seg"]
     assert 50.0 < degraded["IoU"] < 100.0
 
-    # Detectron2's evaluator (single machine only) computes the same averages
-    reference = _evaluate(CityscapesSemSegEvaluator(name), records, shift)["sem_seg"]
+
+def test_official_cityscapes_evaluator_matches_detectron2s(cityscapes_val):
+    name, records = cityscapes_val
+    degraded = _evaluate(CityscapesOfficialSemSegEvaluator(name), records, _shift)
+    # Detectron2's evaluator (single machine only) computes the same averages, where it runs:
+    # upstream main's process() imports a module that is not public (upstream issue #5436).
+    try:
+        reference = _evaluate(CityscapesSemSegEvaluator(name), records, _shift)["sem_seg"]
+    except ModuleNotFoundError as e:
+        pytest.skip(f"Detectron2's CityscapesSemSegEvaluator cannot run with this Detectron2 "
+                    f"({e}; upstream issue #5436)")
     for key, value in reference.items():
-        assert degraded[key] == pytest.approx(value, abs=1e-9), key
+        assert degraded["cityscapes_sem_seg"][key] == pytest.approx(value, abs=1e-9), key
 
 
 def test_cityscapes_type_gets_both_evaluators(cityscapes_val, tmp_path):

@@ -2,6 +2,7 @@
 import glob
 import io
 import itertools
+import logging
 import os
 import tempfile
 from collections import OrderedDict
@@ -10,7 +11,10 @@ from typing import List
 import numpy as np
 from PIL import Image
 
-from detectron2.evaluation import CityscapesSemSegEvaluator
+import torch
+
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
@@ -28,7 +32,7 @@ def _cityscapes_train_id_to_id() -> np.ndarray:
     return lut
 
 
-class CityscapesOfficialSemSegEvaluator(CityscapesSemSegEvaluator):
+class CityscapesOfficialSemSegEvaluator(DatasetEvaluator):
     """Cityscapes' official pixel-level evaluation (cityscapesscripts), on any number of machines.
 
     Detectron2's ``CityscapesSemSegEvaluator`` has every rank write its predictions into one
@@ -38,7 +42,21 @@ class CityscapesOfficialSemSegEvaluator(CityscapesSemSegEvaluator):
 
     Results, under the key "cityscapes_sem_seg" (the key "sem_seg" belongs to
     ``SemSegEvaluator``): "IoU", "iIoU", "IoU_sup", "iIoU_sup" and "IoU-<class>", in percent.
+
+    It uses nothing of Detectron2's Cityscapes evaluators: their code in upstream Detectron2
+    ``main`` imports ``deeplearning.projects.cityscapesApi``, a module that is not public
+    (upstream issue #5436), while this one imports ``cityscapesscripts`` itself.
     """
+
+    def __init__(self, dataset_name: str):
+        """
+        Args:
+            dataset_name: a registered dataset whose metadata has ``gt_dir``, the folder of
+                ``<city>/*_gtFine_labelIds.png``.
+        """
+        self._metadata = MetadataCatalog.get(dataset_name)
+        self._cpu_device = torch.device("cpu")
+        self._logger = logging.getLogger(__name__)
 
     def reset(self):
         self._predictions: List = []  # (file basename, PNG bytes)
