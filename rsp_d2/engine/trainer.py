@@ -15,6 +15,7 @@ from detectron2.utils import comm
 from ..data.mapper import build_mapper
 from ..evaluation.build import build_evaluator
 from ..utils.file_io import write_json_atomic
+from .amp import TorchAMPTrainer
 from .checkpoint import AtomicDetectionCheckpointer
 
 __all__ = ["RSPTrainer", "wrap_ddp"]
@@ -55,14 +56,18 @@ class RSPTrainer(DefaultTrainer):
       results also saved to ``OUTPUT_DIR/inference/results.json``;
     * atomic checkpoint writes (:class:`AtomicDetectionCheckpointer`);
     * multi-process training on CPU (gloo) as well as GPU;
+    * ``SOLVER.AMP.ENABLED`` on ``torch.amp`` (:class:`TorchAMPTrainer`: float16 on CUDA,
+      bfloat16 on the CPU);
     * the metric printer every ``RSP_D2.LOG_PERIOD`` iterations.
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__ wraps the model and builds the checkpointer itself, with the
-        # module-level create_ddp_model (GPU-only device_ids) and DetectionCheckpointer; no
-        # builder method reaches those, so they are swapped for the duration of the call.
+        # DefaultTrainer.__init__ wraps the model, picks the training loop and builds the
+        # checkpointer itself, with the module-level create_ddp_model (GPU-only device_ids),
+        # AMPTrainer (torch.cuda.amp, CUDA only) and DetectionCheckpointer; no builder method
+        # reaches those, so they are swapped for the duration of the call.
         with _swapped(d2_defaults, create_ddp_model=lambda model, **_: wrap_ddp(model),
+                      AMPTrainer=TorchAMPTrainer,
                       DetectionCheckpointer=AtomicDetectionCheckpointer):
             super().__init__(cfg)
 
