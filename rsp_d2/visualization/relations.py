@@ -87,8 +87,8 @@ def _draw_module(fig, ax, trace: HeadTrace, f: FusionTrace, y: float, x: float, 
     wmax = max(float(weights.max()), 1e-6)
     extent = (-reach - 0.5, reach + 0.5, reach + 0.5, -reach - 0.5)
 
-    gray = matplotlib.colormaps["gray"].copy()
-    gray.set_bad("0.93")
+    # with_extremes, not set_bad on a copy: matplotlib 3.11 warns that set_bad is going away.
+    gray = matplotlib.colormaps["gray"].with_extremes(bad="0.93")
     bg = _window_background(trace, f, i, j, background, z_gray)
     ax.imshow(np.ma.masked_invalid(bg), cmap=gray, vmin=0, vmax=1, extent=extent,
               interpolation="nearest")
