@@ -148,7 +148,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     model = torch.nn.Linear(3, 2)
     checkpointer = AtomicDetectionCheckpointer(model, str(tmp_path))
     checkpointer.save("model_0000001")
-    good = torch.load(tmp_path / "model_0000001.pth")
+    good = torch.load(tmp_path / "model_0000001.pth", weights_only=True)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
 
     with torch.no_grad():
@@ -161,7 +161,7 @@ def test_checkpoint_write_is_atomic(tmp_path):
     # the old checkpoint is intact, no partial new one, no temporary files, tag unchanged
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
-    reloaded = torch.load(tmp_path / "model_0000001.pth")
+    reloaded = torch.load(tmp_path / "model_0000001.pth", weights_only=True)
     torch.testing.assert_close(reloaded["model"], good["model"])
 
     checkpointer.save("model_0000002")

@@ -75,7 +75,7 @@ def test_semantic_train_and_evaluate(semantic_run):
     # the semantic recipe mapper was used
     assert "RandomCrop_CategoryAreaConstraint" in log and "ColorAugSSDTransform" in log
     for name in ("model_0000002.pth", "model_final.pth"):
-        assert "model" in torch.load(out / name, map_location="cpu")
+        assert "model" in torch.load(out / name, map_location="cpu", weights_only=True)
 
 
 @pytest.mark.slow
@@ -154,7 +154,7 @@ def test_resume_after_kill(synthetic_root, tmp_path):
     resumed_from = int(re.fullmatch(r"model_(\d{7})\.pth", last).group(1))
     assert resumed_from < 15, "the run finished before it was killed"
     for ckpt in tmp_path.glob("*.pth"):  # every checkpoint on disk is complete
-        torch.load(ckpt, map_location="cpu")
+        torch.load(ckpt, map_location="cpu", weights_only=True)
 
     killed_records = metrics(tmp_path)
     proc = train_net("--config-file", SEMANTIC_TINY, "--resume", *opts, data_root=synthetic_root)
