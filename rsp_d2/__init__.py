@@ -10,9 +10,12 @@ import importlib.util
 __version__ = "0.1.0"
 
 if importlib.util.find_spec("detectron2") is not None:
+    from ._import_warnings import known_import_warnings_silenced
+
     # Errors inside an installed Detectron2 propagate: only its absence is tolerated.
-    from .config import add_rsp_config, load_config
-    from . import modeling  # noqa: F401  (registers the head and the backbone)
+    with known_import_warnings_silenced():  # fvcore's import-time deprecation warnings
+        from .config import add_rsp_config, load_config
+        from . import modeling  # noqa: F401  (registers the head and the backbone)
 else:
     def __getattr__(name):
         if name in ("add_rsp_config", "load_config"):
