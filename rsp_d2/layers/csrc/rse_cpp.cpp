@@ -22,6 +22,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -191,7 +192,7 @@ void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
               "rse_cpp: ", name, " must be a contiguous CPU tensor of ", like.scalar_type());
 }
 
-const void* bias_ptr(const c10::optional<at::Tensor>& bias, const at::Tensor& like,
+const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& like,
                      const Geometry& s) {
   if (!bias.has_value()) return nullptr;
   check(*bias, like, "bias");
@@ -200,7 +201,7 @@ const void* bias_ptr(const c10::optional<at::Tensor>& bias, const at::Tensor& li
 }
 
 at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
-                      const c10::optional<at::Tensor>& bias, int64_t kernel_size,
+                      const std::optional<at::Tensor>& bias, int64_t kernel_size,
                       int64_t dilation, double fill, bool allow_avx2) {
   const Geometry s = geometry(a, kernel_size, dilation);
   check(a, a, "a");
@@ -224,7 +225,7 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
 }
 
 at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
-                              const c10::optional<at::Tensor>& bias, int64_t kernel_size,
+                              const std::optional<at::Tensor>& bias, int64_t kernel_size,
                               int64_t dilation, int sign, bool allow_avx2) {
   const Geometry s = geometry(b, kernel_size, dilation);
   check(b, b, "b");
@@ -249,14 +250,14 @@ at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
 }
 
 at::Tensor window_gather(const at::Tensor& w, const at::Tensor& b,
-                         const c10::optional<at::Tensor>& bias, int64_t kernel_size,
+                         const std::optional<at::Tensor>& bias, int64_t kernel_size,
                          int64_t dilation, bool allow_avx2) {
   return window_gather_impl(w, b, bias, kernel_size, dilation, +1, allow_avx2);
 }
 
 at::Tensor window_scatter(const at::Tensor& w, const at::Tensor& a, int64_t kernel_size,
                           int64_t dilation, bool allow_avx2) {
-  return window_gather_impl(w, a, c10::nullopt, kernel_size, dilation, -1, allow_avx2);
+  return window_gather_impl(w, a, std::nullopt, kernel_size, dilation, -1, allow_avx2);
 }
 
 }  // namespace
