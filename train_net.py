@@ -8,13 +8,7 @@ Builtin datasets are read under $DETECTRON2_DATASETS, which must be set before l
 """
 import sys
 
-from rsp_d2.engine import DatasetNotFoundError, argument_parser, run
-from rsp_d2.utils.errors import InputError
+from rsp_d2.engine import cli
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
-    print("Command Line Args:", args)
-    try:
-        run(args)
-    except (DatasetNotFoundError, InputError) as e:
-        sys.exit(f"error: {e}")
+    sys.exit(cli())

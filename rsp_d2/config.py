@@ -1,7 +1,9 @@
 """The config keys of the RSP head and of this project's training recipe, and the one way the
 package loads a config file."""
+import difflib
 import os
-from typing import Optional, Sequence
+import re
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -79,12 +81,16 @@ def load_config(config_file: str, opts: Sequence[str] = (), *, weights: Optional
     try:
         cfg.merge_from_file(config_file)
     except Exception as e:  # yaml or key errors: say which file
-        raise InputError(f"cannot merge config file {config_file}: {type(e).__name__}: {e}") from e
+        raise InputError(f"config file {config_file} (or one of its _BASE_ files): "
+                         f"{_explain(e, cfg)}") from e
+    opts = list(opts)
+    if len(opts) % 2:
+        raise InputError(f"overrides {opts}: expected KEY VALUE pairs, got an odd number of "
+                         f"items (the last, {opts[-1]!r}, has no value)")
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(opts)
     except Exception as e:
-        raise InputError(f"bad overrides {list(opts)}: {type(e).__name__}: {e} (expected KEY VALUE "
-                         "pairs of existing config keys)") from e
+        raise InputError(f"command-line override: {_explain(e, cfg)}") from e
     if weights is not None:
         cfg.MODEL.WEIGHTS = weights
     if cpu_if_no_cuda and not torch.cuda.is_available():
@@ -92,3 +98,24 @@ def load_config(config_file: str, opts: Sequence[str] = (), *, weights: Optional
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def _full_keys(node, prefix: str = "") -> Iterator[str]:
+    for name, value in node.items():
+        key = prefix + name
+        yield key
+        if isinstance(value, CN):
+            yield from _full_keys(value, key + ".")
+
+
+def _explain(error: Exception, cfg) -> str:
+    """One line for a yacs merge error; an unknown key comes with the nearest valid ones."""
+    text = " ".join(str(error.args[0] if error.args else error).split())
+    match = re.search(r"Non-existent (?:config )?key: (\S+)", text)
+    if match is None:
+        return f"{type(error).__name__}: {text}"
+    key = match.group(1)
+    close = difflib.get_close_matches(key, list(_full_keys(cfg)), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return (f"unknown config key {key}{hint} (the keys are defined in "
+            "detectron2/config/defaults.py and rsp_d2/config.py)")

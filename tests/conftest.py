@@ -23,6 +23,17 @@ def synthetic_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def semantic_run(synthetic_root, tmp_path_factory):
+    """(OUTPUT_DIR, log) of one uninterrupted train_net.py run of the tiny semantic config
+    (6 iterations, checkpoints after iterations 2 and 5, evaluated), shared by the tests."""
+    from train_net_utils import SEMANTIC_TINY, train_net
+
+    out = tmp_path_factory.mktemp("semantic_run")
+    proc = train_net("--config-file", SEMANTIC_TINY, "OUTPUT_DIR", out, data_root=synthetic_root)
+    return out, proc.stdout
+
+
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """{"rsp": (config, checkpoint), "baseline": (config, checkpoint)}: an RSP-4 and the sum
     baseline (p2-p5), both tiny."""

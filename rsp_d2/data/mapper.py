@@ -24,6 +24,7 @@ __all__ = [
     "ReportFileErrors",
     "build_mapper",
     "build_semantic_augmentations",
+    "check_label_values",
     "read_dataset_image",
 ]
 
@@ -44,25 +45,57 @@ def read_dataset_image(path: str, image_format: Optional[str]) -> np.ndarray:
         raise DatasetRecordError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
 
 
+def check_label_values(sem_seg: Union[np.ndarray, torch.Tensor], label_file: str, num_classes: int,
+                       ignore_value: int) -> None:
+    """Raise DatasetRecordError unless every value of `sem_seg` (H, W) is in
+    [0, num_classes) or is `ignore_value`.
+
+    A min/max per label map: the offending values are only listed once one is found. Without
+    this, the loss fails with ``IndexError: Target 40 is out of bounds``, naming no file.
+    """
+    labels = sem_seg.numpy() if isinstance(sem_seg, torch.Tensor) else np.asarray(sem_seg)
+    low, high = int(labels.min()), int(labels.max())
+    if low >= 0 and high < num_classes:
+        return
+    if low >= 0 and high == ignore_value and \
+            int(np.where(labels == ignore_value, 0, labels).max()) < num_classes:
+        return
+    values = np.unique(labels).tolist()
+    bad = [v for v in values if not (0 <= v < num_classes or v == ignore_value)]
+    raise DatasetRecordError(
+        f"label map {label_file} has values {bad[:10]} outside [0, {num_classes}) "
+        f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES {num_classes}) that are not the ignore label "
+        f"(MODEL.SEM_SEG_HEAD.IGNORE_VALUE {ignore_value}): fix the labels (Cityscapes: train "
+        "ids made by csCreateTrainIdLabelImgs) or the two keys")
+
+
 class ReportFileErrors:
-    """Wraps a dataset mapper so that any failure names the files of the record being mapped.
+    """Wraps a dataset mapper so that any failure names the files of the record being mapped,
+    and, given `num_classes`, checks the values of its ``sem_seg`` labels
+    (:func:`check_label_values`).
 
     Records are never skipped: Detectron2's ``MapDataset`` only retries other records when a
     mapper returns None, and this raises instead.
     """
 
-    def __init__(self, mapper: Callable[[Dict], Dict]):
+    def __init__(self, mapper: Callable[[Dict], Dict], num_classes: Optional[int] = None,
+                 ignore_value: int = 255):
         self.mapper = mapper
+        self.num_classes, self.ignore_value = num_classes, ignore_value
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         try:
-            return self.mapper(dataset_dict)
+            mapped = self.mapper(dataset_dict)
         except DatasetRecordError:
             raise
         except Exception as e:
             files = {k: v for k, v in dataset_dict.items() if k.endswith("file_name")}
             raise DatasetRecordError(
                 f"cannot load dataset record {files}: {type(e).__name__}: {e}") from e
+        if self.num_classes is not None and mapped.get("sem_seg") is not None:
+            check_label_values(mapped["sem_seg"], dataset_dict.get("sem_seg_file_name"),
+                               self.num_classes, self.ignore_value)
+        return mapped
 
     def __repr__(self):
         return f"ReportFileErrors({self.mapper!r})"
@@ -126,14 +159,18 @@ class RSPSemanticDatasetMapper:
     @configurable
     def __init__(self, is_train: bool = True, *,
                  augmentations: Sequence[Union[T.Augmentation, T.Transform]],
-                 image_format: str, ignore_label: int = 255):
+                 image_format: str, ignore_label: int = 255,
+                 num_classes: Optional[int] = None):
         """
         Args:
             is_train: training needs ``sem_seg_file_name``; at test time it is optional.
             augmentations: applied in order to the image and the labels together.
             image_format: as in ``detection_utils.read_image`` ("BGR", "RGB", ...).
             ignore_label: the label of pixels without ground truth.
+            num_classes: given, every label map is checked to hold only values in
+                [0, num_classes) or `ignore_label`, before a crop could hide one.
         """
+        self.num_classes = num_classes
         self.is_train = is_train
         self.augmentations = T.AugmentationList(list(augmentations))
         self.image_format = image_format
@@ -149,6 +186,7 @@ class RSPSemanticDatasetMapper:
             "augmentations": build_semantic_augmentations(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "ignore_label": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         }
 
     def __call__(self, dataset_dict: Dict) -> Dict:
@@ -165,6 +203,8 @@ class RSPSemanticDatasetMapper:
                 raise DatasetRecordError(
                     f"label map {label_file} has shape {sem_seg.shape}, expected a single "
                     f"channel of the size of its image {image.shape[:2]}")
+            if self.num_classes is not None:
+                check_label_values(sem_seg, label_file, self.num_classes, self.ignore_label)
         elif self.is_train:
             raise DatasetRecordError(
                 f"{dataset_dict['file_name']}: training record has no 'sem_seg_file_name'")
@@ -191,4 +231,8 @@ def build_mapper(cfg, is_train: bool) -> ReportFileErrors:
     if name not in _MAPPERS:
         raise ValueError(f"INPUT.DATASET_MAPPER_NAME={name!r}: expected one of "
                          f"{sorted(_MAPPERS)}")
-    return ReportFileErrors(_MAPPERS[name](cfg, is_train=is_train))
+    mapper = _MAPPERS[name](cfg, is_train=is_train)
+    if name == "rsp_semantic":  # checks its labels itself, before cropping
+        return ReportFileErrors(mapper)
+    head = cfg.MODEL.SEM_SEG_HEAD
+    return ReportFileErrors(mapper, head.NUM_CLASSES, head.IGNORE_VALUE)

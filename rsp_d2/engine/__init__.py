@@ -2,6 +2,6 @@
 points behind ``train_net.py``."""
 from .checkpoint import AtomicDetectionCheckpointer, check_checkpoint, load_model
 from .dataset_checks import DatasetNotFoundError, check_datasets
-from .launcher import argument_parser, load_cfg, main, run, setup
+from .launcher import argument_parser, cli, load_cfg, main, run, setup
 from .predictor import Predictor, read_image
 from .trainer import RSPTrainer

@@ -1,16 +1,24 @@
 """What ``train_net.py`` runs: config setup, the per-process main, and the launch."""
 import argparse
+import sys
 
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import load_config
-from .checkpoint import AtomicDetectionCheckpointer
-from .dataset_checks import check_datasets, datasets_of
+from ..data.mapper import DatasetRecordError
+from ..utils.errors import InputError
+from .checkpoint import AtomicDetectionCheckpointer, model_config_of
+from .dataset_checks import DatasetNotFoundError
+from .preflight import checkpoint_to_load, preflight
 from .trainer import RSPTrainer
 
-__all__ = ["argument_parser", "load_cfg", "main", "run", "setup"]
+__all__ = ["argument_parser", "cli", "load_cfg", "main", "run", "setup"]
+
+# Raised for what the user can fix (config, paths, data, checkpoints, a diverging recipe):
+# printed as one "error: ..." line with exit status 2; anything else keeps its traceback.
+USER_ERRORS = (InputError, DatasetNotFoundError, DatasetRecordError)
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -45,8 +53,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = RSPTrainer.build_model(cfg)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+        path, strict = checkpoint_to_load(cfg, resume=args.resume, eval_only=True)
+        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=strict,
+                                    model_config=model_config_of(cfg)).load(path)
         return RSPTrainer.test(cfg, model)
     trainer = RSPTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
@@ -54,11 +63,34 @@ def main(args):
 
 
 def run(args):
-    """Check the datasets once, then ``launch`` :func:`main` on every process of this machine.
+    """Check everything a user can get wrong once (:func:`preflight`), then ``launch``
+    :func:`main` on every process of this machine.
 
     Without a GPU, Detectron2's ``launch`` initializes the gloo backend and :class:`RSPTrainer`
     wraps the model for CPU, so ``--num-gpus N`` means N CPU processes.
     """
-    check_datasets(datasets_of(load_cfg(args), eval_only=args.eval_only))
+    preflight(args)
     return launch(main, args.num_gpus, num_machines=args.num_machines,
                   machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+
+
+def _one_line(error: BaseException) -> str:
+    """The message of a user error; one raised in a data-loader worker comes wrapped in the
+    worker's traceback text, of which its last line is the message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def cli(argv=None) -> int:
+    """``train_net.py``: parse `argv`, :func:`run`; a user error prints ``error: ...`` on
+    stderr and returns 2."""
+    args = argument_parser().parse_args(argv)
+    print("Command Line Args:", args)
+    try:
+        run(args)
+    except USER_ERRORS as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    return 0

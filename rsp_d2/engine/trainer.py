@@ -1,6 +1,7 @@
 """``RSPTrainer``: Detectron2's DefaultTrainer with this project's data, evaluators and
 checkpoints, and distributed training on CPU-only machines."""
 import contextlib
+import functools
 import logging
 import os
 
@@ -12,11 +13,14 @@ import detectron2.engine.defaults as d2_defaults
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 
-from ..data.mapper import build_mapper
+from ..data.mapper import DatasetRecordError, build_mapper
+from ..data.resumable import build_resumable_train_loader
 from ..evaluation.build import build_evaluator
-from ..utils.file_io import write_json_atomic
+from ..utils.errors import InputError, TrainingDivergedError
+from ..utils.file_io import remove_stale_temporaries, write_json_atomic
 from .amp import TorchAMPTrainer
-from .checkpoint import AtomicDetectionCheckpointer
+from .checkpoint import AtomicDetectionCheckpointer, model_config_of
+from .resume import get_rng_state, require_checkpoint, set_rng_state, truncate_metrics
 
 __all__ = ["RSPTrainer", "wrap_ddp"]
 
@@ -47,6 +51,12 @@ def _swapped(module, **attributes):
             setattr(module, name, value)
 
 
+def _drop_user_error_tracebacks(record: logging.LogRecord) -> bool:
+    # FloatingPointError: a NaN/Inf loss, re-raised by RSPTrainer.run_step as a user error
+    return not (record.exc_info and isinstance(
+        record.exc_info[1], (InputError, DatasetRecordError, FloatingPointError)))
+
+
 class RSPTrainer(DefaultTrainer):
     """DefaultTrainer with:
 
@@ -58,27 +68,128 @@ class RSPTrainer(DefaultTrainer):
     * multi-process training on CPU (gloo) as well as GPU;
     * ``SOLVER.AMP.ENABLED`` on ``torch.amp`` (:class:`TorchAMPTrainer`: float16 on CUDA,
       bfloat16 on the CPU);
-    * the metric printer every ``RSP_D2.LOG_PERIOD`` iterations.
+    * the metric printer every ``RSP_D2.LOG_PERIOD`` iterations;
+    * exact resume: the training stream is a function of (SEED, position)
+      (:func:`build_resumable_train_loader`), checkpoints hold the RNG states and the data
+      seed, ``--resume`` restarts the stream at the checkpoint's iteration, drops the
+      ``metrics.json`` records it will write again, removes files of killed writes and writes
+      a ``model_final.pth`` whose write was killed; only a checkpoint that fits the model
+      exactly is resumed;
+    * a NaN/Inf loss named (iteration, loss terms, likely causes) as TrainingDivergedError.
     """
 
     def __init__(self, cfg):
+        if cfg.SEED < 0:  # the data stream needs one seed, the same on every rank
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SEED = comm.shared_random_seed()
+            cfg.freeze()
         # DefaultTrainer.__init__ wraps the model, picks the training loop and builds the
         # checkpointer itself, with the module-level create_ddp_model (GPU-only device_ids),
         # AMPTrainer (torch.cuda.amp, CUDA only) and DetectionCheckpointer; no builder method
         # reaches those, so they are swapped for the duration of the call.
         with _swapped(d2_defaults, create_ddp_model=lambda model, **_: wrap_ddp(model),
                       AMPTrainer=TorchAMPTrainer,
-                      DetectionCheckpointer=AtomicDetectionCheckpointer):
+                      DetectionCheckpointer=functools.partial(
+                          AtomicDetectionCheckpointer, model_config=model_config_of(cfg))):
             super().__init__(cfg)
+        self._data_seed = cfg.SEED
+        self._outputs = None
+        self.model.register_forward_hook(self._keep_outputs)
+
+    def _keep_outputs(self, module, inputs, outputs):
+        if module.training:
+            self._outputs = outputs  # the loss dict; read only after a NaN/Inf
+
+    def resume_or_load(self, resume=True):
+        """Detectron2's resume_or_load; with `resume`, the resume is exact (see the class)
+        and refuses a missing or mismatching checkpoint (InputError)."""
+        if not resume:
+            return super().resume_or_load(resume=False)
+        require_checkpoint(self.cfg.OUTPUT_DIR)
+        if comm.is_main_process():
+            for path in remove_stale_temporaries(self.cfg.OUTPUT_DIR):
+                logging.getLogger(__name__).info(f"Removed {path}, left by a killed write")
+        self.checkpointer.strict = True
+        super().resume_or_load(resume=True)
+        self.checkpointer.strict = False
+        if comm.is_main_process():
+            truncate_metrics(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.iter)
+            final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+            if self.start_iter >= self.max_iter and not os.path.isfile(final):
+                self.checkpointer.save("model_final")  # its write was killed
+        if self._uses_resumable_loader(self.cfg):
+            self._trainer.reset_data_loader(functools.partial(
+                self.build_train_loader, self.cfg, start_iter=self.start_iter,
+                seed=self._data_seed))
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["rsp_d2"] = {"rng": get_rng_state(), "data_seed": self._data_seed}
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        saved = state_dict.get("rsp_d2")
+        if saved is not None:
+            self._data_seed = saved["data_seed"]
+            if comm.is_main_process():  # the one rank whose states were saved
+                set_rng_state(saved["rng"])
+
+    def train(self):
+        # TrainerBase.train logs every exception with its traceback before re-raising; a user
+        # error (bad data, a diverging recipe) reaches train_net as one error line instead.
+        logger = logging.getLogger("detectron2.engine.train_loop")
+        logger.addFilter(_drop_user_error_tracebacks)
+        try:
+            return super().train()
+        finally:
+            logger.removeFilter(_drop_user_error_tracebacks)
+
+    def run_step(self):
+        self._outputs = None
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            raise TrainingDivergedError(self._divergence(e)) from e
+
+    def _divergence(self, error: FloatingPointError) -> str:
+        if isinstance(self._outputs, dict):
+            bad = [k for k, v in self._outputs.items()
+                   if isinstance(v, torch.Tensor) and not torch.isfinite(v).all()]
+            what = f"loss term(s) {', '.join(bad)} became NaN/Inf" if bad else \
+                "the total loss became NaN/Inf"
+        else:
+            what = f"the model's outputs became NaN/Inf ({str(error).splitlines()[0]})"
+        return (f"training diverged at iteration {self.iter}: {what}. Likely causes: a learning "
+                f"rate too high for the batch (SOLVER.BASE_LR {self.cfg.SOLVER.BASE_LR}: lower "
+                "it or lengthen SOLVER.WARMUP_ITERS), a FrozenBN backbone without pretrained "
+                "MODEL.WEIGHTS, or bad labels")
 
     def build_hooks(self):
         period = self.cfg.RSP_D2.LOG_PERIOD
-        return [hooks.PeriodicWriter(self.build_writers(), period=period)
-                if isinstance(h, hooks.PeriodicWriter) else h for h in super().build_hooks()]
+        ret = [hooks.PeriodicWriter(self.build_writers(), period=period)
+               if isinstance(h, hooks.PeriodicWriter) else h for h in super().build_hooks()]
+        # The checkpointer goes last, after the metric writer: a checkpoint of iteration i then
+        # implies that metrics.json has iteration i's record, and a resume from it (which drops
+        # the later records) leaves no iteration without its record.
+        return [h for h in ret if not isinstance(h, hooks.PeriodicCheckpointer)] + \
+            [h for h in ret if isinstance(h, hooks.PeriodicCheckpointer)]
+
+    @staticmethod
+    def _uses_resumable_loader(cfg) -> bool:
+        return cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler"
 
     @classmethod
-    def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_mapper(cfg, is_train=True))
+    def build_train_loader(cls, cfg, *, start_iter: int = 0, seed=None):
+        """The training stream from iteration `start_iter`, a function of `seed` (default
+        SEED) and the position only (:func:`build_resumable_train_loader`); Detectron2's own
+        loader for the other DATALOADER.SAMPLER_TRAIN choices (then resume is not exact)."""
+        mapper = build_mapper(cfg, is_train=True)
+        if not cls._uses_resumable_loader(cfg):
+            return build_detection_train_loader(cfg, mapper=mapper)
+        return build_resumable_train_loader(cfg, mapper, start_iter=start_iter,
+                                            seed=cfg.SEED if seed is None else seed)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

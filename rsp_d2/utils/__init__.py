@@ -1,5 +1,5 @@
 """Small helpers shared across the package: crash-safe file writes and the user-error type."""
-from .errors import InputError
+from .errors import InputError, TrainingDivergedError
 from .file_io import (
     AtomicWriter,
     remove_stale_temporaries,
