@@ -23,4 +23,6 @@ from .fusion import (
 )
 # Importing these registers the fast implementations of rse_attention (impl="auto" order:
 # rse_impl_names()).
-from . import rse_chunked, rse_cpp, rse_flex, rse_triton  # noqa: E402,F401
+from . import rse_chunked, rse_cpp, rse_export, rse_flex, rse_triton  # noqa: E402,F401
+from .rse import is_exporting  # noqa: E402
+from .rse_export import rse_attention_export  # noqa: E402

@@ -23,6 +23,7 @@ __all__ = [
     "get_rse_impl",
     "rse_impl_names",
     "available_rse_impls",
+    "is_exporting",
 ]
 
 logger = logging.getLogger(__name__)
@@ -38,12 +39,16 @@ class RSEImpl:
         is_available: ``is_available(query) -> bool``, whether it runs on that tensor's device
             and dtype here.
         priority: ``impl="auto"`` takes the available implementation of lowest priority.
+        exportable: made of standard tensor ops that ONNX / TorchScript / ``torch.export``
+            can record; while exporting, :func:`rse_attention` replaces any other choice by
+            ``"export"``.
     """
 
     name: str
     fn: Callable
     is_available: Callable[[torch.Tensor], bool]
     priority: int
+    exportable: bool = False
 
 
 # The one registry: implementations register themselves in their own modules.
@@ -51,10 +56,10 @@ _REGISTRY: Dict[str, RSEImpl] = {}
 
 
 def register_rse_impl(name: str, fn: Callable, is_available: Callable[[torch.Tensor], bool],
-                      priority: int) -> RSEImpl:
+                      priority: int, exportable: bool = False) -> RSEImpl:
     """Make `fn` selectable as ``impl=name``; `priority` places it in the ``"auto"`` order
     (lower first). Re-registering a name replaces it."""
-    impl = RSEImpl(name, fn, is_available, priority)
+    impl = RSEImpl(name, fn, is_available, priority, exportable)
     _REGISTRY[name] = impl
     return impl
 
@@ -81,6 +86,14 @@ def available_rse_impls(query: torch.Tensor) -> List[str]:
     """The implementations that can run on `query`'s device and dtype, in ``impl="auto"``
     order: the first one is what ``"auto"`` picks."""
     return [n for n in rse_impl_names() if _REGISTRY[n].is_available(query)]
+
+
+def is_exporting() -> bool:
+    """True while TorchScript traces or scripts, ``torch.onnx.export`` runs (either exporter)
+    or ``torch.export`` captures a graph: then only exportable implementations may run."""
+    compiler_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or bool(compiler_exporting is not None and compiler_exporting()))
 
 
 def relative_position_map(kernel_size: int, channels: int, device=None, dtype=None) -> torch.Tensor:
@@ -196,6 +209,12 @@ def _log_choice_once(device_type: str, dtype: torch.dtype, name: str):
     logger.info(f"rse_attention(impl='auto') uses '{name}' for {dtype} on {device_type}")
 
 
+@functools.lru_cache(maxsize=None)
+def _log_export_once(name: str):
+    logger.info(f"rse_attention: exporting, so impl {name!r} is replaced by 'export' "
+                "(standard tensor ops)")
+
+
 def rse_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -222,13 +241,20 @@ def rse_attention(
         pos: (kernel_size**2, M) projected relative-position embedding f_p(p), or None.
         impl: "reference" (unfold + einsum; the definition FLOP counting uses), any name
             registered with :func:`register_rse_impl` (:func:`rse_impl_names`), or "auto" for
-            the first of :func:`available_rse_impls`.
+            the first of :func:`available_rse_impls`. While tracing, scripting or exporting
+            (:func:`is_exporting`) a non-exportable choice is replaced by "export".
 
     Returns:
         (N, C, H, W), the extracted relational semantics z-hat.
     """
     check_rse_inputs(query, key, value, pos, kernel_size, dilation, num_heads)
-    if impl == "auto":
+    if is_exporting():
+        # The custom autograd Functions, C++ loops and Triton kernels cannot be recorded;
+        # "export" computes the same relation in ops every exporter knows.
+        if impl == "auto" or not get_rse_impl(impl).exportable:
+            _log_export_once(impl)
+            impl = "export"
+    elif impl == "auto":
         # The first available one; on CUDA once checked against 'chunked' (rse_selfcheck).
         impl = choose_checked_impl(query, available_rse_impls(query))
         _log_choice_once(query.device.type, query.dtype, impl)

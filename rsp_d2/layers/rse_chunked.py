@@ -17,7 +17,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from .rse import register_rse_impl
-from .rse_common import compute_dtype, input_grads, split_inputs
+from .rse_common import compute_dtype, input_grads, refuse_export, split_inputs
 
 __all__ = ["rse_attention_chunked"]
 
@@ -195,6 +195,7 @@ class _ChunkedRSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, band_rows, workers):
+        refuse_export("chunked")
         q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype))
         out, weights = _forward(q, k, v, p, kernel_size, dilation, band_rows, workers)
         ctx.save_for_backward(query, key, value, pos, weights)

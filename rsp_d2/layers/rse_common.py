@@ -9,7 +9,21 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["compute_dtype", "split_heads", "split_pos", "split_inputs", "input_grads"]
+from .rse import is_exporting
+
+__all__ = ["compute_dtype", "split_heads", "split_pos", "split_inputs", "input_grads",
+           "refuse_export"]
+
+
+def refuse_export(name: str) -> None:
+    """Raise RuntimeError while tracing/scripting/exporting: implementation `name` (a custom
+    autograd Function over C++ loops, Python threads or Triton kernels) would be recorded as
+    an opaque call or as the constants of one run, a graph that is wrong for other inputs."""
+    if is_exporting():
+        raise RuntimeError(
+            f"rse_attention impl {name!r} cannot be traced or exported; call "
+            f"rsp_d2.layers.rse_attention (it switches to impl='export' while exporting) or "
+            f"rse_attention_export directly")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -22,7 +22,7 @@ import os
 import torch
 
 from .rse import check_rse_inputs, register_rse_impl
-from .rse_common import compute_dtype, input_grads, split_inputs
+from .rse_common import compute_dtype, input_grads, refuse_export, split_inputs
 
 __all__ = ["rse_attention_cpp", "HAS_CPP_EXT"]
 
@@ -52,6 +52,7 @@ HAS_CPP_EXT = _C is not None
 class _CppRSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2):
+        refuse_export("cpp")
         # The kernels read contiguous (N, G, D, H, W) maps.
         q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype),
                                   contiguous=True)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .rse import register_rse_impl
+from .rse_common import refuse_export
 
 __all__ = ["rse_attention_flex", "HAS_FLEX"]
 
@@ -58,6 +59,7 @@ def _tokens(x: torch.Tensor, num_heads: int, dim: int) -> torch.Tensor:
 def rse_attention_flex(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1):
     """Same contract as :func:`rsp_d2.layers.rse_attention`; shapes (N, M, H, W), (N, C, H, W),
     pos (k*k, M) or None. Returns (N, C, H, W)."""
+    refuse_export("flex")
     if not HAS_FLEX:
         raise RuntimeError(f"torch {torch.__version__} has no torch.nn.attention.flex_attention "
                            "(needs >= 2.5)")

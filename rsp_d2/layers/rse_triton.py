@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from .rse import register_rse_impl
+from .rse_common import refuse_export
 
 __all__ = ["rse_attention_triton", "HAS_TRITON"]
 
@@ -190,6 +191,7 @@ def _launch_args(query, value, kernel_size, dilation, num_heads):
 class _TritonRSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads):
+        refuse_export("triton")
         query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
         pos_c = pos.contiguous() if pos is not None else query  # dummy pointer when absent
         meta, grid, dims = _launch_args(query, value, kernel_size, dilation, num_heads)

@@ -1,0 +1,162 @@
+"""ONNX (onnxruntime CPU) and TorchScript exports of RSP models equal PyTorch (opset 17).
+
+Tolerances (fp32, odd input 333 x 517, padded inside the adapter to the size divisibility):
+max |logits difference| <= 1e-4 of the logits' range, argmax agreement >= 99.99 %.
+"""
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+
+from rsp_d2.config import load_config
+from rsp_d2.export import (OPSET, SemanticSegmentationAdapter, compare_outputs, export_onnx,
+                           export_torchscript, run_onnx)
+from rsp_d2.layers import rse_attention
+from rsp_d2.layers.rse_chunked import rse_attention_chunked
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "configs", "demo", "rsp4_R18_tiny.yaml")  # R18, 32 channels
+REL_TOL, AGREEMENT = 1e-4, 0.9999
+H, W = 333, 517
+
+# name -> overrides of the tiny RSP-4 config
+VARIANTS = {
+    "rsp4": [],
+    "rsp2": ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
+             "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2', 'p3', 'p4', 'p5']",
+             "MODEL.SEM_SEG_HEAD.RSP.FUSION", "['rsp', 'rsp', 'sum']"],
+    "k3_d3": ["MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE", "3", "MODEL.SEM_SEG_HEAD.RSP.DILATION", "3"],
+    "heads4": ["MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS", "4"],
+    "no_pos": ["MODEL.SEM_SEG_HEAD.RSP.POS_EMBEDDING", "False"],
+    "impl_cpp": ["MODEL.SEM_SEG_HEAD.RSP.IMPL", "cpp"],
+    "impl_triton": ["MODEL.SEM_SEG_HEAD.RSP.IMPL", "triton"],
+}
+
+
+def _model(opts):
+    cfg = load_config(TINY, ["MODEL.DEVICE", "cpu"] + opts)
+    torch.manual_seed(0)
+    return cfg, build_model(cfg).eval()
+
+
+def _image(h=H, w=W):
+    return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(1)) * 255
+
+
+def _assert_close(ref, out):
+    r = compare_outputs(ref, out)
+    assert r["rel_to_range"] <= REL_TOL and r["argmax_agreement"] >= AGREEMENT, r
+    return r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_exports_equal_pytorch(variant):
+    cfg, model = _model(VARIANTS[variant])
+    adapter = SemanticSegmentationAdapter(model)
+    # Triton does not run on the CPU: PyTorch's answer comes from the same weights (same seed)
+    # with the default impl, the export from the model whose config says "triton".
+    eager = model if variant != "impl_triton" else _model([])[1]
+    x = _image()
+    with torch.no_grad():
+        ref = SemanticSegmentationAdapter(eager)(x)
+        # The adapter is SemanticSegmentor's inference, as one tensor.
+        d2 = eager([{"image": x[0], "height": H, "width": W}])[0]["sem_seg"]
+    assert ref.shape == (1, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, H, W)
+    torch.testing.assert_close(ref[0], d2, rtol=1e-5, atol=1e-4)
+    data = export_onnx(adapter, (x,))
+    assert onnx.load_from_string(data).opset_import[0].version == OPSET
+    _assert_close(ref, run_onnx(data, (x,))[0])
+    traced = torch.jit.load(io.BytesIO(export_torchscript(adapter, (x,))))
+    with torch.no_grad():
+        _assert_close(ref, traced(x))
+
+
+class _Relation(torch.nn.Module):
+    def __init__(self, impl, **kw):
+        super().__init__()
+        self.impl, self.kw = impl, kw
+
+    def forward(self, q, k, v, pos):
+        return rse_attention(q, k, v, pos, impl=self.impl, **self.kw)
+
+
+@pytest.mark.parametrize("impl", ["auto", "chunked", "cpp", "reference", "export"])
+@pytest.mark.parametrize("kw", [dict(kernel_size=7), dict(kernel_size=3, dilation=3, num_heads=2)])
+def test_relation_exports_as_standard_ops(impl, kw):
+    """Whatever `impl` says, the exported relation equals the reference, borders included."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 8, 11, 13, generator=g), torch.randn(1, 8, 11, 13, generator=g)
+    v, pos = torch.randn(1, 16, 11, 13, generator=g), torch.randn(kw["kernel_size"] ** 2, 8, generator=g)
+    ref = rse_attention(q, k, v, pos, impl="reference", **kw)
+    data = export_onnx(_Relation(impl, **kw), (q, k, v, pos), input_names=("q", "k", "v", "pos"))
+    ops = {n.op_type for n in onnx.load_from_string(data).graph.node}
+    assert not ops & {"PythonOp", "ATen"}, ops
+    torch.testing.assert_close(torch.from_numpy(run_onnx(data, (q, k, v, pos))[0]), ref,
+                               rtol=1e-5, atol=1e-5)
+    traced = torch.jit.load(io.BytesIO(export_torchscript(_Relation(impl, **kw), (q, k, v, pos))))
+    torch.testing.assert_close(traced(q, k, v, pos), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_unexportable_relation_refuses_to_trace():
+    class Direct(torch.nn.Module):
+        def forward(self, q, k, v):
+            return rse_attention_chunked(q, k, v)
+
+    q = torch.randn(1, 4, 6, 7)
+    with pytest.raises(RuntimeError, match="cannot be traced or exported"):
+        torch.jit.trace(Direct(), (q, q, torch.randn(1, 8, 6, 7)))
+
+
+def _tool(*args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_model.py"), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+@pytest.mark.slow
+def test_export_tool_onnx_and_torchscript(tmp_path):
+    """The README's commands: a checkpoint of a model with impl cpp in its config, exported
+    from a sample image, and the files run by onnxruntime / torch.jit.load."""
+    import cv2
+    import numpy as np
+
+    cfg, model = _model(VARIANTS["rsp2"] + VARIANTS["impl_cpp"])
+    weights = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    image = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "frame.png"), image)
+    x = torch.as_tensor(image.transpose(2, 0, 1).astype("float32"))[None]  # BGR, as read
+    with torch.no_grad():
+        ref = SemanticSegmentationAdapter(model)(x)
+    common = ["--config-file", TINY, "--sample-image", str(tmp_path / "frame.png")]
+    opts = ["MODEL.WEIGHTS", str(weights)] + VARIANTS["rsp2"] + VARIANTS["impl_cpp"]
+    r = _tool(*common, "--format", "onnx", "--output", str(tmp_path / "m.onnx"), *opts)
+    assert r.returncode == 0, r.stderr
+    assert "opset 17" in r.stdout
+    _assert_close(ref, run_onnx(str(tmp_path / "m.onnx"), (x,))[0])
+    r = _tool(*common, "--format", "torchscript", "--output", str(tmp_path / "m.ts"), *opts)
+    assert r.returncode == 0, r.stderr
+    with torch.no_grad():
+        _assert_close(ref, torch.jit.load(str(tmp_path / "m.ts"))(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, match", [
+    (["--format", "torchscript", "--export-method", "scripting"], "scripting is not supported"),
+    (["--sample-image", "missing.png"], "image not found: missing.png"),
+    (["MODEL.WEIGHTS", "missing.pth"], "checkpoint not found: missing.pth"),
+    (["MODEL.NO_SUCH_KEY", "1"], "unknown config key MODEL.NO_SUCH_KEY"),
+])
+def test_export_tool_user_errors(tmp_path, args, match):
+    r = _tool("--config-file", TINY, "--output", str(tmp_path / "m.onnx"), "--sample-size", "64", "64",
+              *args)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and match in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "m.onnx").exists()

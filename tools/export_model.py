@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Export a model with the RSP head to ONNX or TorchScript, and check it against PyTorch.
+
+    python tools/export_model.py --config-file configs/cityscapes/rsp4_R50.yaml \
+        --format onnx --output rsp4.onnx --sample-image frame.png MODEL.WEIGHTS model_final.pth
+
+The exported graph takes the (1, 3, H, W) float32 image (0-255, INPUT.FORMAT channel order) of
+the sample's size and returns (1, K, H, W) logits (or (1, H, W) labels with --labels); see
+rsp_d2.export.SemanticSegmentationAdapter for the input contract. Without --sample-image a
+random image of --sample-size is traced. The exported model is run once on the sample
+(onnxruntime CPU / torch.jit.load) and its difference from PyTorch printed.
+"""
+import argparse
+import sys
+
+import torch
+
+from rsp_d2.config import load_config
+from rsp_d2.engine.predictor import read_image
+from rsp_d2.export import (EXPORT_METHODS, FORMATS, OPSET, build_export_adapter, check_export_args,
+                           export_model,
+                           image_to_tensor, verify_export)
+from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.file_io import write_bytes_atomic
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--format", choices=FORMATS, default="onnx")
+    p.add_argument("--export-method", choices=EXPORT_METHODS, default="tracing",
+                   help="torchscript: tracing (scripting is refused with the reason); onnx traces")
+    p.add_argument("--output", required=True, help="file to write (.onnx or .ts)")
+    p.add_argument("--sample-image", help="image whose size (and content) the export is traced with")
+    p.add_argument("--sample-size", nargs=2, type=int, default=[1024, 2048], metavar=("H", "W"),
+                   help="size of the random sample when no --sample-image is given")
+    p.add_argument("--labels", action="store_true", help="output (1, H, W) class ids, not logits")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, e.g. MODEL.WEIGHTS x.pth")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        check_export_args(args.format, args.export_method)
+        cfg = load_config(args.config_file, args.opts)
+        if args.sample_image:
+            sample = image_to_tensor(read_image(args.sample_image, format=cfg.INPUT.FORMAT))
+        else:
+            h, w = args.sample_size
+            if h < 1 or w < 1:
+                raise InputError(f"--sample-size {h} {w}: expected two positive integers")
+            sample = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255
+        adapter = build_export_adapter(cfg, labels=args.labels)
+        data = export_model(adapter, sample, args.format, args.export_method)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_bytes_atomic(args.output, data)
+    check = verify_export(adapter, data, args.format, sample)
+    what = f"opset {OPSET}" if args.format == "onnx" else "traced TorchScript"
+    print(f"wrote {args.output} ({what}, input (1, 3, {sample.shape[2]}, {sample.shape[3]})); "
+          + ", ".join(f"{k} {v:.3g}" for k, v in check.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
