@@ -1,0 +1,206 @@
+"""Multi-seed comparison of heads: the paper's protocol ("the median and standard deviation of
+5 random runs", Table I caption) as a resumable job.
+
+A comparison is variants (a config file plus KEY VALUE overrides each) x seeds. Every
+(variant, seed) is one ``train_net.py`` run (:func:`rsp_d2.engine.run`, in a fresh interpreter
+so that ``DETECTRON2_DATASETS`` and ``--num-gpus`` apply as on the command line) into
+``ROOT/VARIANT/seedS``. A run whose ``inference/results.json`` exists is finished and skipped;
+an unfinished one is resumed from its last checkpoint (``--resume``), so a killed comparison
+continues where it stopped. After training, the worker also scores the relation maps of the
+trained model (:mod:`rsp_d2.analysis.relation_content`) into ``relation_content.json``.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from ..utils.errors import InputError
+from ..utils.file_io import write_json_atomic
+from .compare_presets import PRESETS
+
+__all__ = ["Variant", "RunFailed", "parse_variant", "plan", "run_dir", "run_comparison",
+           "PRESETS"]
+
+RESULTS = os.path.join("inference", "results.json")
+RUN_INFO = "run_info.json"
+RELATION_CONTENT = "relation_content.json"
+
+
+@dataclass
+class Variant:
+    """One head to compare: ``name`` (a folder name), its config file and overrides."""
+    name: str
+    config_file: str
+    opts: List[str] = field(default_factory=list)
+
+
+class RunFailed(InputError):
+    """A (variant, seed) run exited non-zero; the message names its log."""
+
+
+def parse_variant(tokens: Sequence[str]) -> Variant:
+    """``NAME CONFIG_FILE [KEY VALUE ...]`` (one ``--variant`` on the command line)."""
+    tokens = list(tokens)
+    if len(tokens) < 2 or len(tokens) % 2:
+        raise InputError(f"--variant {' '.join(tokens)}: expected NAME CONFIG_FILE "
+                         "[KEY VALUE ...]")
+    return Variant(tokens[0], tokens[1], tokens[2:])
+
+
+def _check_name(name: str) -> None:
+    if not name or os.sep in name or name.startswith(".") or " " in name:
+        raise InputError(f"variant name {name!r}: expected a plain folder name (no '/', ' ', "
+                         "leading '.')")
+
+
+def plan(variants: Sequence[Variant], seeds: Sequence[int]) -> List[tuple]:
+    """Check the variants (unique names, existing configs that merge with their overrides)
+    and return the runs [(variant, seed)] in seed-major order, so that a comparison stopped
+    early has every variant at the first seeds."""
+    from ..config import load_config
+
+    if not variants:
+        raise InputError("no variants: give --preset or --variant")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds {list(seeds)}: expected distinct integers")
+    names = [v.name for v in variants]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"variant names {dup} appear twice")
+    for v in variants:
+        _check_name(v.name)
+        load_config(v.config_file, v.opts)  # raises InputError naming the file or key
+    return [(v, s) for s in seeds for v in variants]
+
+
+def run_dir(root: str, variant: Variant, seed: int) -> str:
+    return os.path.join(root, variant.name, f"seed{seed}")
+
+
+def is_finished(out: str) -> bool:
+    return os.path.isfile(os.path.join(out, RESULTS))
+
+
+def train_argv(variant: Variant, seed: int, out: str, num_gpus: int) -> List[str]:
+    """The ``train_net.py`` arguments of one run (also recorded in its run_info.json);
+    ``--resume`` when a killed earlier attempt left a checkpoint."""
+    resume = ["--resume"] if os.path.isfile(os.path.join(out, "last_checkpoint")) else []
+    return ["--config-file", variant.config_file, "--num-gpus", str(num_gpus), *resume,
+            *variant.opts, "SEED", str(seed), "OUTPUT_DIR", out]
+
+
+def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
+            data_root: Optional[str] = None, relation_images: int = 4, log=print) -> Dict:
+    """Train and evaluate one (variant, seed) unless finished; returns its run_info."""
+    info_path = os.path.join(out, RUN_INFO)
+    if is_finished(out):
+        log(f"[skip] {variant.name} seed {seed}: {os.path.join(out, RESULTS)} exists")
+        if relation_images > 0 and not os.path.isfile(os.path.join(out, RELATION_CONTENT)):
+            _spawn(["--score-only", str(relation_images), *train_argv(variant, seed, out, 1)],
+                   out, data_root, f"relation scores of {variant.name} seed {seed}")
+        if os.path.isfile(info_path):
+            with open(info_path) as f:
+                return json.load(f)
+        return {"wall_s": None}
+    os.makedirs(out, exist_ok=True)
+    argv = train_argv(variant, seed, out, num_gpus)
+    log(f"[run]  {variant.name} seed {seed} -> {out}", flush=True)
+    start = time.perf_counter()
+    _spawn(["--relation-images", str(relation_images), *argv], out, data_root,
+           f"run {variant.name} seed {seed}")
+    wall = time.perf_counter() - start
+    if not is_finished(out):
+        raise RunFailed(f"run {variant.name} seed {seed} exited without {RESULTS}")
+    info = {"variant": variant.name, "seed": seed, "config_file": variant.config_file,
+            "opts": list(variant.opts), "num_gpus": num_gpus, "train_net_argv": argv,
+            "wall_s": wall}
+    write_json_atomic(info_path, info, indent=2)
+    log(f"       done in {wall:.0f}s", flush=True)
+    return info
+
+
+def _spawn(worker_argv: List[str], out: str, data_root: Optional[str], what: str) -> None:
+    """Run the worker below in a fresh interpreter, output appended to OUT/compare_log.txt."""
+    env = dict(os.environ)
+    if data_root is not None:
+        env["DETECTRON2_DATASETS"] = os.path.abspath(data_root)
+    # the worker imports this package, installed or not
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    log_path = os.path.join(out, "compare_log.txt")
+    with open(log_path, "a") as f:
+        proc = subprocess.run([sys.executable, "-m", __name__, *worker_argv],
+                              stdout=f, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise RunFailed(f"{what} failed (exit {proc.returncode}): {_last_error(log_path)} "
+                        f"(log: {log_path})")
+
+
+def _last_error(log_path: str) -> str:
+    with open(log_path, errors="replace") as f:
+        lines = [l.strip() for l in f if l.strip()]
+    errors = [l for l in lines if l.startswith("error:")]
+    return (errors or lines or ["(empty log)"])[-1][:400]
+
+
+def run_comparison(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
+                   num_gpus: int = 1, data_root: Optional[str] = None,
+                   relation_images: int = 4, log=print) -> Dict[tuple, Dict]:
+    """Run every (variant, seed) not yet finished; returns {(name, seed): run_info}."""
+    runs = plan(variants, seeds)
+    return {(v.name, s): run_one(v, s, run_dir(root, v, s), num_gpus=num_gpus,
+                                 data_root=data_root, relation_images=relation_images, log=log)
+            for v, s in runs}
+
+
+def _score_relations(cfg, num_images: int) -> Dict:
+    """Relation content per module of cfg's trained model, averaged over the first
+    `num_images` images of its first test dataset; {} for a head without relations."""
+    import numpy as np
+    from detectron2.data import DatasetCatalog
+
+    from ..engine import Predictor, read_image
+    from ..visualization.trace import trace_head
+    from .relation_content import trace_relation_content
+
+    if cfg.MODEL.SEM_SEG_HEAD.NAME != "RSPHead" or not any(
+            f in ("rsp", "self") for f in cfg.MODEL.SEM_SEG_HEAD.RSP.FUSION):
+        return {}
+    predictor = Predictor(cfg)
+    per_module: Dict[str, List[Dict]] = {}
+    for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])[:num_images]:
+        trace = trace_head(predictor, read_image(d["file_name"], format="BGR"))
+        for name, score in trace_relation_content(trace).items():
+            per_module.setdefault(name, []).append(score)
+    return {name: {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+            | {"images": len(scores)} for name, scores in per_module.items()}
+
+
+def _worker(argv: Sequence[str]) -> int:
+    """``python -m rsp_d2.analysis.compare --relation-images N TRAIN_NET_ARGS``: what
+    train_net.py does, then the relation scores of the final model (of N val images; none for
+    N = 0). ``--score-only N``: the scores alone, of a finished run."""
+    from ..engine import DatasetNotFoundError, argument_parser, load_cfg, run
+
+    mode, relation_images, argv = argv[0], int(argv[1]), list(argv[2:])
+    args = argument_parser().parse_args(argv)
+    try:
+        if mode != "--score-only":
+            run(args)
+        cfg = load_cfg(args)
+        if relation_images > 0:
+            cfg.defrost()
+            cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+            scores = _score_relations(cfg, relation_images)
+            write_json_atomic(os.path.join(cfg.OUTPUT_DIR, RELATION_CONTENT), scores, indent=2)
+    except (DatasetNotFoundError, InputError) as e:
+        print(f"error: {e}", flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

@@ -1,0 +1,62 @@
+"""Named comparisons: the paper's Table I/IV/VI rows on Cityscapes, and the same heads in
+miniature on the synthetic Cityscapes (the CPU demo model, configs/demo/rsp4_R18_synthetic.yaml).
+
+Each preset is a list of (name, config file relative to the repository, overrides); the first
+is the default reference of the paired differences.
+"""
+import os
+
+__all__ = ["PRESETS", "REPO", "preset_variants"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+_CS = "configs/cityscapes"
+_AB = "configs/cityscapes/ablations"
+_DEMO = "configs/demo/rsp4_R18_synthetic.yaml"
+# The demo model is RSP-4 on P2-P7; Table I/IV heads fuse Q2-Q5 of the standard FPN.
+_Q2_Q5 = ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
+          "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2','p3','p4','p5']"]
+
+
+def _fusion(*kinds):
+    return ["MODEL.SEM_SEG_HEAD.RSP.FUSION", "[" + ",".join(f"'{k}'" for k in kinds) + "]"]
+
+
+PRESETS = {
+    # Table I and the Table IV modules on Cityscapes (R50, 8 GPUs: --num-gpus 8).
+    "cityscapes": [
+        ("sum", f"{_CS}/baseline_R50.yaml", []),
+        ("semantic_fpn", f"{_CS}/semantic_fpn_R50.yaml", []),
+        ("rsp54", f"{_AB}/t4_rsp54.yaml", []),
+        ("rsp2", f"{_CS}/rsp2_R50.yaml", []),
+        ("self2", f"{_AB}/t4_self.yaml", []),
+        ("context2", f"{_AB}/t4_context.yaml", []),
+        ("rsp4", f"{_CS}/rsp4_R50.yaml", []),
+    ],
+    "table4": [(n, f"{_AB}/t4_{n}.yaml", []) for n in
+               ("baseline", "rsp54", "rsp43", "rsp54_43", "self", "context")],
+    "table6": [(n, f"{_AB}/t6_{n}.yaml", []) for n in
+               ("baseline", "q6q7", "rsp76", "rsp76_65", "rsp76_65_54", "rsp_x4", "rsp43",
+                "rsp54_43", "rsp65_54_43")],
+    # The same rows in miniature, CPU, synthetic Cityscapes (the README's benchmark).
+    "mini": [
+        ("sum", _DEMO, _Q2_Q5 + _fusion("sum", "sum", "sum")),
+        ("semantic_fpn", _DEMO, _Q2_Q5 + ["MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead"]),
+        ("rsp54", _DEMO, _Q2_Q5 + _fusion("rsp", "sum", "sum")),
+        ("rsp2", _DEMO, _Q2_Q5 + _fusion("rsp", "rsp", "sum")),
+        ("self2", _DEMO, _Q2_Q5 + _fusion("self", "self", "sum")),
+        ("context2", _DEMO, _Q2_Q5 + _fusion("context", "context", "sum")),
+        ("rsp4", _DEMO, []),
+        ("sum_p2p7", _DEMO, _fusion("sum", "sum", "sum", "sum", "sum")),  # RSP-4's sum control
+    ],
+}
+
+
+def preset_variants(name: str):
+    """The :class:`~rsp_d2.analysis.compare.Variant` list of preset `name` (absolute paths)."""
+    from ..utils.errors import InputError
+    from .compare import Variant
+
+    if name not in PRESETS:
+        raise InputError(f"--preset {name!r}: expected one of {sorted(PRESETS)}")
+    return [Variant(n, os.path.join(REPO, cfg), list(opts)) for n, cfg, opts in PRESETS[name]]

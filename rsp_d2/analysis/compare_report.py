@@ -1,0 +1,165 @@
+"""What a comparison (:mod:`rsp_d2.analysis.compare`) found: per variant the median, mean and
+std of mIoU over seeds, per-class IoU, head FLOPs and parameters, relation content per module,
+and the paired per-seed difference against a reference; as JSON, a markdown table and a plot.
+"""
+import io
+import json
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+from ..utils.errors import InputError
+from ..utils.file_io import write_bytes_atomic, write_json_atomic
+from .compare import RELATION_CONTENT, RESULTS, RUN_INFO, Variant, is_finished, run_dir
+from .stats import paired_difference, summarize
+
+__all__ = ["CONTEXT_CLASSES", "collect", "markdown_table", "plot_seeds", "write_report"]
+
+# Classes whose label is decided by the surroundings (rider vs person: what the figure rides).
+CONTEXT_CLASSES = ("rider", "person", "bicycle")
+
+
+def _miou(results: Dict, path: str) -> Dict[str, float]:
+    """{"mIoU": ..., "IoU-<class>": ...} of one run's results.json (SemSegEvaluator's)."""
+    sem = results.get("sem_seg")
+    if not isinstance(sem, dict) or "mIoU" not in sem:
+        raise InputError(f"{path}: expected a 'sem_seg' entry with 'mIoU' (a semantic "
+                         f"segmentation run), got keys {sorted(results)}")
+    # strict JSON: a class absent from the val split is null (NaN in the evaluator)
+    return {k: math.nan if v is None else float(v) for k, v in sem.items()
+            if k == "mIoU" or k.startswith("IoU-")}
+
+
+def _head_cost(variant: Variant) -> Dict[str, float]:
+    """Head multiply-adds and parameters at the config's test size (see flops.count_head)."""
+    from ..config import load_config
+    from .flops import count_head
+
+    cfg = load_config(variant.config_file, variant.opts)
+    counts = count_head(cfg, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    return {"flops": counts["flops"], "params": counts["params"],
+            "at": [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]}
+
+
+def _mean_relations(per_seed: List[Dict]) -> Dict[str, float]:
+    """Module -> content_fraction averaged over the seeds that have scores."""
+    out: Dict[str, List[float]] = {}
+    for scores in per_seed:
+        for module, s in scores.items():
+            out.setdefault(module, []).append(s["content_fraction"])
+    return {m: sum(v) / len(v) for m, v in out.items()}
+
+
+def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
+            reference: Optional[str] = None, classes: Sequence[str] = CONTEXT_CLASSES,
+            confidence: float = 0.95) -> Dict:
+    """Read every finished run under `root`; unfinished ones are listed under "missing"."""
+    reference = reference or variants[0].name
+    if reference not in [v.name for v in variants]:
+        raise InputError(f"--reference {reference!r}: not one of the variants "
+                         f"{[v.name for v in variants]}")
+    report = {"root": os.path.abspath(root), "seeds": list(seeds), "reference": reference,
+              "classes": list(classes), "confidence": confidence, "variants": {},
+              "missing": []}
+    for v in variants:
+        runs, relations = {}, []
+        for s in seeds:
+            out = run_dir(root, v, s)
+            if not is_finished(out):
+                report["missing"].append(f"{v.name}/seed{s}")
+                continue
+            path = os.path.join(out, RESULTS)
+            with open(path) as f:
+                runs[s] = _miou(json.load(f), path)
+            info_path = os.path.join(out, RUN_INFO)  # absent for runs made by hand
+            if os.path.isfile(info_path):
+                with open(info_path) as f:
+                    runs[s]["wall_s"] = json.load(f).get("wall_s")
+            rel = os.path.join(out, RELATION_CONTENT)
+            if os.path.isfile(rel):
+                with open(rel) as f:
+                    runs[s]["relation_content"] = json.load(f)
+                    relations.append(runs[s]["relation_content"])
+        entry = {"config_file": v.config_file, "opts": list(v.opts), "runs": runs,
+                 **_head_cost(v), "relation_content": _mean_relations(relations)}
+        walls = [r["wall_s"] for r in runs.values() if r.get("wall_s") is not None]
+        entry["wall_s_median"] = summarize(walls)["median"] if walls else None
+        if runs:
+            entry["mIoU"] = summarize([r["mIoU"] for r in runs.values()])
+            entry["classes"] = {c: summarize([r.get(f"IoU-{c}", math.nan)
+                                              for r in runs.values()])["median"]
+                                for c in classes}
+        report["variants"][v.name] = entry
+    ref_runs = report["variants"][reference]["runs"]
+    for name, entry in report["variants"].items():
+        if name != reference and entry["runs"]:
+            entry["vs_reference"] = paired_difference(
+                {s: r["mIoU"] for s, r in entry["runs"].items()},
+                {s: r["mIoU"] for s, r in ref_runs.items()}, confidence)
+    return report
+
+
+def _f(x, digits=1):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def markdown_table(report: Dict) -> str:
+    """One row per variant: seeds, mIoU median/mean/std, paired difference vs the reference
+    (mean, CI, wins/losses), median class IoU, head GFLOPs and parameters, relation content."""
+    classes = report["classes"]
+    pct = int(round(report["confidence"] * 100))
+    head = (["variant", "seeds", "mIoU median", "mean", "std",
+             f"Δ vs {report['reference']} (mean [{pct}% CI])", "wins/losses"]
+            + [f"{c} IoU" for c in classes] + ["head GFLOPs", "head params (M)",
+                                               "relation content per module", "run wall s"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, e in report["variants"].items():
+        m = e.get("mIoU", {})
+        d = e.get("vs_reference")
+        diff = (f"{d['mean']:+.1f} [{_f(d['ci_low'])}, {_f(d['ci_high'])}]" if d else "–")
+        signs = f"{d['wins']}/{d['losses']}" if d else "–"
+        rel = ", ".join(f"{k} {v:.2f}" for k, v in sorted(e["relation_content"].items())) or "–"
+        row = ([name, ",".join(str(s) for s in sorted(e["runs"])) or "none",
+                _f(m.get("median")), _f(m.get("mean")), _f(m.get("std")), diff, signs]
+               + [_f(e.get("classes", {}).get(c)) for c in classes]
+               + [_f(e["flops"] / 1e9, 2), _f(e["params"] / 1e6, 3), rel,
+                  _f(e["wall_s_median"], 0)])
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_seeds(report: Dict) -> bytes:
+    """PNG: mIoU of every run (one point per seed), the median as a bar, per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(report["variants"])
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4), dpi=100)
+    for i, name in enumerate(names):
+        runs = report["variants"][name]["runs"]
+        ys = [runs[s]["mIoU"] for s in sorted(runs)]
+        ax.scatter([i] * len(ys), ys, s=18, color="tab:blue", zorder=3)
+        if ys:
+            med = report["variants"][name]["mIoU"]["median"]
+            ax.hlines(med, i - 0.3, i + 0.3, color="tab:red", linewidth=2, zorder=2)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("one point per seed, red: median")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(report: Dict, prefix: str) -> Dict[str, str]:
+    """PREFIX.json, PREFIX.md and PREFIX.png, atomically; returns {kind: path}."""
+    paths = {"json": prefix + ".json", "table": prefix + ".md", "plot": prefix + ".png"}
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    write_json_atomic(paths["json"], report, indent=2, sort_keys=False)
+    write_bytes_atomic(paths["table"], markdown_table(report).encode())
+    write_bytes_atomic(paths["plot"], plot_seeds(report))
+    return paths

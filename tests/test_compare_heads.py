@@ -1,0 +1,115 @@
+"""tools/compare_heads.py end to end: two variants x one seed of the tiny demo model on the
+synthetic Cityscapes, killed during the second run and resumed; the report's numbers are the
+runs' own results.json; bad input is one error line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from train_net_utils import REPO, SEMANTIC_TINY, TIMEOUT_S, env_for
+
+TOOL = str(REPO / "tools" / "compare_heads.py")
+SUM = ["MODEL.SEM_SEG_HEAD.RSP.FUSION", "['sum','sum','sum','sum','sum']"]
+
+
+def _command(out, *extra):
+    return [sys.executable, TOOL, "--variant", "rsp4", SEMANTIC_TINY,
+            "--variant", "sum", SEMANTIC_TINY, *SUM, "--seeds", "0", "--output", str(out),
+            "--relation-images", "1", *extra]
+
+
+def _results(out, name):
+    with open(out / name / "seed0" / "inference" / "results.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path):
+    out = tmp_path / "cmp"
+    env = env_for(synthetic_root, threads=1)
+    first = out / "rsp4" / "seed0" / "inference" / "results.json"
+    proc = subprocess.Popen(_command(out), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + TIMEOUT_S
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.exists(), proc.communicate()[0] if proc.poll() is not None else "timeout"
+    # the comparison dies while the second variant trains (or just after the first finished)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    model = out / "rsp4" / "seed0" / "model_final.pth"
+    stamp = model.stat().st_mtime_ns
+    assert not (out / "sum" / "seed0" / "inference" / "results.json").exists()
+
+    done = subprocess.run(_command(out), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "[skip] rsp4 seed 0" in done.stdout and "[run]  sum seed 0" in done.stdout
+    assert model.stat().st_mtime_ns == stamp  # not retrained
+
+    with open(out / "comparison.json") as f:
+        report = json.load(f)
+    assert report["missing"] == [] and report["reference"] == "rsp4"
+    for name in ("rsp4", "sum"):
+        miou = _results(out, name)["sem_seg"]["mIoU"]
+        entry = report["variants"][name]
+        assert entry["runs"]["0"]["mIoU"] == pytest.approx(miou)
+        assert entry["mIoU"]["median"] == pytest.approx(miou)
+        assert entry["flops"] > 0 and entry["params"] > 0
+    rsp4, base = report["variants"]["rsp4"], report["variants"]["sum"]
+    assert rsp4["flops"] > base["flops"]  # the relation modules cost
+    assert set(rsp4["relation_content"]) == {"RSP-76", "RSP-65", "RSP-54", "RSP-43"}
+    assert base["relation_content"] == {}
+    diff = base["vs_reference"]
+    assert diff["n"] == 1 and diff["mean"] == pytest.approx(
+        base["runs"]["0"]["mIoU"] - rsp4["runs"]["0"]["mIoU"])
+    table = (out / "comparison.md").read_text()
+    assert f"{rsp4['mIoU']['median']:.1f}" in table and "| sum | 0 |" in table
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = subprocess.run(_command(out, "--collect-only", "--report", str(tmp_path / "r")),
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=TIMEOUT_S)
+    assert again.returncode == 0 and "[run]" not in again.stdout, again.stdout
+    with open(tmp_path / "r.json") as f:
+        assert json.load(f)["variants"]["sum"]["runs"] == base["runs"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "--preset 'nope'"),
+    (["--variant", "a", "configs/demo/missing.yaml"], "configs/demo/missing.yaml"),
+    (["--variant", "a", SEMANTIC_TINY, "SOLVER.NOPE", "1"], "SOLVER.NOPE"),
+    (["--variant", "a", SEMANTIC_TINY, "--variant", "a", SEMANTIC_TINY], "appear twice"),
+    (["--variant", "a", SEMANTIC_TINY, "--reference", "b", "--collect-only"], "--reference"),
+    (["--variant", "a/b", SEMANTIC_TINY], "plain folder name"),
+])
+def test_bad_input_is_one_error_line(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, TOOL, "--output", str(tmp_path), *args], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+
+
+def test_mini_preset_reports_flops_and_missing_runs_without_training(tmp_path):
+    """The README's benchmark preset: every variant's config merges and its head is counted;
+    with no finished run the report lists them all as missing."""
+    proc = subprocess.run([sys.executable, TOOL, "--preset", "mini", "--seeds", "0", "1",
+                           "--output", str(tmp_path), "--collect-only"], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    with open(tmp_path / "comparison.json") as f:
+        report = json.load(f)
+    names = ["sum", "semantic_fpn", "rsp54", "rsp2", "self2", "context2", "rsp4", "sum_p2p7"]
+    assert list(report["variants"]) == names
+    assert len(report["missing"]) == 2 * len(names)
+    flops = {n: report["variants"][n]["flops"] for n in names}
+    assert flops["sum"] < flops["rsp54"] < flops["rsp2"]  # each relation module costs
+    assert flops["sum_p2p7"] < flops["rsp4"]
+    assert all(report["variants"][n]["at"] == [256, 512] for n in names)

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Compare heads over seeds, the paper's protocol (median and std of 5 random runs).
+
+    # the README's miniature benchmark (CPU, synthetic Cityscapes)
+    python tools/make_synthetic_datasets.py --root datasets/synthetic_cmp --only cityscapes \
+        --num-train 24 --num-val 64
+    python tools/compare_heads.py --preset mini --seeds 0 1 2 --output output/compare_mini \
+        --data-root datasets/synthetic_cmp --report docs/comparison_mini
+    # Table I/IV rows on the real Cityscapes, 8 GPUs per run
+    python tools/compare_heads.py --preset cityscapes --seeds 0 1 2 3 4 --num-gpus 8 \
+        --output output/compare_cityscapes
+    # your own variants: --variant NAME CONFIG [KEY VALUE ...] (repeatable)
+
+Each (variant, seed) trains and evaluates like train_net.py into OUTPUT/VARIANT/seedS; finished
+runs are skipped and unfinished ones resumed, so rerunning a killed comparison continues it.
+Writes REPORT.json, REPORT.md (the table) and REPORT.png (one point per seed, median marked);
+REPORT defaults to OUTPUT/comparison. --collect-only writes the report of the runs finished so
+far without training. Logic: rsp_d2.analysis.compare, compare_report, stats.
+"""
+import argparse
+import os
+import sys
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help="named variants: mini, cityscapes, table4, table6")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                   help="of the preset, just these variants")
+    p.add_argument("--variant", nargs="+", action="append", default=[],
+                   metavar="NAME CONFIG [KEY VALUE]", help="a variant (repeatable)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--output", required=True, help="folder of the runs")
+    p.add_argument("--report", default=None, help="report path prefix (OUTPUT/comparison)")
+    p.add_argument("--reference", default=None, help="variant of the paired differences "
+                                                     "(default: the first)")
+    p.add_argument("--classes", nargs="+", default=None, help="classes whose IoU to show "
+                                                              "(default rider person bicycle)")
+    p.add_argument("--num-gpus", type=int, default=1, help="per run (train_net.py's)")
+    p.add_argument("--data-root", default=None, help="DETECTRON2_DATASETS of the runs")
+    p.add_argument("--relation-images", type=int, default=4,
+                   help="val images on which to score relation content (0: none)")
+    p.add_argument("--collect-only", action="store_true", help="report, do not train")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    from rsp_d2.analysis.compare import parse_variant, plan, run_comparison
+    from rsp_d2.analysis.compare_presets import preset_variants
+    from rsp_d2.analysis.compare_report import CONTEXT_CLASSES, collect, write_report
+    from rsp_d2.utils.errors import InputError
+
+    try:
+        variants = preset_variants(args.preset) if args.preset else []
+        if args.only:
+            unknown = sorted(set(args.only) - {v.name for v in variants})
+            if unknown:
+                raise InputError(f"--only {unknown}: not in --preset {args.preset!r} "
+                                 f"({[v.name for v in variants]})")
+            variants = [v for v in variants if v.name in args.only]
+        variants += [parse_variant(t) for t in args.variant]
+        if args.num_gpus < 1 or args.relation_images < 0:
+            raise InputError("--num-gpus must be >= 1 and --relation-images >= 0")
+        if args.data_root is not None and not os.path.isdir(args.data_root):
+            raise InputError(f"--data-root {args.data_root}: not a folder")
+        if args.collect_only:
+            plan(variants, args.seeds)
+        else:
+            run_comparison(variants, args.seeds, args.output, num_gpus=args.num_gpus,
+                                   data_root=args.data_root,
+                                   relation_images=args.relation_images)
+        report = collect(variants, args.seeds, args.output, reference=args.reference,
+                         classes=args.classes or CONTEXT_CLASSES)
+        paths = write_report(report, args.report or os.path.join(args.output, "comparison"))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    if report["missing"]:
+        print(f"not finished: {', '.join(report['missing'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
