@@ -50,17 +50,22 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    content = {}
     try:
         paths = make_head_figures(
             args.config_file, args.checkpoint, args.input, args.output,
             pixels=[parse_pixel(p) for p in args.pixels], grid=args.grid,
             background=args.background, channel=args.channel,
             baseline_config=args.baseline_config, baseline_checkpoint=args.baseline_checkpoint,
-            opts=args.opts, max_colors=args.max_colors)
+            opts=args.opts, max_colors=args.max_colors, content=content)
     except InputError as e:
         sys.exit(f"error: {e}")
     for name, path in paths.items():
         print(f"{name}: {path}")
+    for module, s in content.items():  # rsp_d2.analysis.relation_content
+        print(f"{module}: content fraction {s['content_fraction']:.3f} (the image-mean pattern "
+              f"explains {s['pattern_explained']:.1%} of the weight variance), "
+              f"KL from it {s['kl']:.3f} nats over {s['pixels']} pixel-heads")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def make_head_figures(
     baseline_checkpoint: Optional[str] = None,
     opts: Sequence[str] = (),
     max_colors: int = 0,
+    content: Optional[Dict] = None,
 ) -> Dict[str, str]:
     """Write the three figures into `output_dir`; return {figure: path}.
 
@@ -63,6 +64,8 @@ def make_head_figures(
             `grid` x `grid` grid.
         opts: KEY VALUE config overrides applied to both models.
         max_colors: see :func:`save_figure`.
+        content: if given, filled with the content-vs-position scores of each relation
+            module on this image ({"RSP-43": {...}}, rsp_d2.analysis.relation_content).
     """
     cfg = load_config(config_file, opts, weights=checkpoint, cpu_if_no_cuda=True)
     check_rsp_config(cfg, config_file, need_relations=True)
@@ -91,6 +94,10 @@ def make_head_figures(
                          f"with 0 <= y < {height}, 0 <= x < {width}")
 
     trace = trace_head(Predictor(cfg), image)
+    if content is not None:
+        from ..analysis.relation_content import trace_relation_content
+
+        content.update(trace_relation_content(trace))
     models: List = [(_config_name(config_file), trace)]
     note = "baseline not given (--baseline-config/--baseline-checkpoint): RSP column only"
     if base_cfg is not None:
