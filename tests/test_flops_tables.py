@@ -6,12 +6,15 @@ import sys
 
 import pytest
 
+from rsp_d2.analysis.flops import build_head_for_analysis, count_head
 from rsp_d2.analysis.paper_tables import (
     FLOPS_TOLERANCE_G,
     PAPER_ROWS,
     PARAMS_TOLERANCE,
     params_as_paper,
 )
+from rsp_d2.config import load_config
+from rsp_d2.layers.fusion import RelationalSemanticsExtractor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,6 +66,37 @@ def test_single_config(tmp_path):
     assert r["flops"] / 1e9 == pytest.approx((53.385 - 0.0008) / 4, abs=0.01)
     assert set(r["by_module"]) == {"q_convs", "fusions", "predictor"}
     assert "GFLOPs" in proc.stdout
+
+
+# One head of each kind the paper tables count: plain, RSP k=7 x2 and x4, k=3 dilated, SELF,
+# CONTEXT, d=1, four RSPs with Q6/Q7 (the coarsest grid), Semantic FPN.
+# (config, how many RSEs with f_p it has, a size whose halves divide its coarsest grid)
+SCALING_CONFIGS = [("baseline_R50.yaml", 0, 256), ("rsp2_R50.yaml", 2, 256),
+                   ("rsp4_D_R101.yaml", 4, 512), ("semantic_fpn_R50.yaml", 0, 256),
+                   ("ablations/t4_self.yaml", 2, 256), ("ablations/t4_context.yaml", 0, 256),
+                   ("ablations/t5b_d1.yaml", 2, 256), ("ablations/t6_rsp_x4.yaml", 4, 512)]
+
+
+@pytest.mark.parametrize("name,num_rse,height", SCALING_CONFIGS)
+def test_count_is_affine_in_pixels(name, num_rse, height):
+    """The paper tables trace at 1/16 and 1/64 of the pixels and extrapolate (shrink); that is
+    exact: same integers as a direct trace, and the part that does not scale is f_p's
+    k*k x C x C/d linear of each RSE."""
+    cfg = load_config(os.path.join(REPO, "configs", "cityscapes", name))
+    direct = count_head(cfg, height, 2 * height, shrink=1)
+    assert count_head(cfg, height, 2 * height, shrink=2) == direct
+    small, big = (count_head(cfg, h, 2 * h)["flops"] for h in (height // 4, height // 2))
+    intercept = (4 * small - big) / 3
+    head = build_head_for_analysis(cfg)[0]
+    f_p = [m.kernel_size ** 2 * m.pos.in_features * m.pos.out_features for m in head.modules()
+           if isinstance(m, RelationalSemanticsExtractor) and m.pos is not None]
+    assert len(f_p) == num_rse and intercept == sum(f_p)
+
+
+def test_shrink_needs_an_exact_grid():
+    cfg = load_config(os.path.join(REPO, "configs", "cityscapes", "rsp2_R50.yaml"))
+    with pytest.raises(ValueError, match="coarsest grid"):
+        count_head(cfg, 200, 400, shrink=2)
 
 
 def test_missing_config_is_named(tmp_path):

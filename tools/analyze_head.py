@@ -34,7 +34,7 @@ def main(argv=None):
             cfg = load_config(args.config_file)
         except InputError as e:
             sys.exit(f"error: {e}")
-        r = count_head(cfg, h, w)
+        r = count_head(cfg, h, w, shrink=None)
         print(f"{args.config_file} at {h}x{w}: head {r['flops'] / 1e9:.3f} GFLOPs (multiply-adds), "
               f"{r['params'] / 1e6:.3f} M parameters")
         for name, f in r["by_module"].items():

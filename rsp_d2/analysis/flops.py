@@ -2,7 +2,7 @@
 reports them (Table I): the head only, backbone and FPN excluded, one fused multiply-add
 counted as one FLOP, and only conv / linear / matmul / einsum counted (norms, activations,
 upsampling, pooling and softmax are not)."""
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from fvcore.nn.jit_analysis import JitModelAnalysis
@@ -77,7 +77,8 @@ def build_head_for_analysis(cfg: CfgNode) -> Tuple[nn.Module, Dict[str, ShapeSpe
     cfg.MODEL.DEVICE = "cpu"
     if "RSP" in cfg.MODEL.SEM_SEG_HEAD:
         cfg.MODEL.SEM_SEG_HEAD.RSP.IMPL = "reference"  # the readable definition is what we count
-    backbone = build_backbone(cfg)
+    with torch.device("meta"):  # only its output shapes are needed: no weights allocated
+        backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
     head = build_sem_seg_head(cfg, shapes).eval()
     return head, shapes, backbone.size_divisibility
@@ -93,23 +94,62 @@ def head_input_features(shapes: Dict[str, ShapeSpec], names, height: int, width:
             for n in names}
 
 
+def _trace_counts(head: nn.Module, shapes: Dict[str, ShapeSpec], div: int, height: int,
+                  width: int) -> Tuple[int, Dict[str, int]]:
+    """(total multiply-adds, {top-level module: multiply-adds}) of one height x width forward."""
+    names = head.in_features
+    feats = head_input_features(shapes, names, height, width, div)
+    analysis = JitModelAnalysis(_Logits(head, names), tuple(feats[n] for n in names))
+    analysis.set_op_handle(**_HANDLES).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    by_module = {k.replace("head.", "", 1): v for k, v in analysis.by_module().items()
+                 if k.count(".") == 1 and k.startswith("head.")}
+    return int(analysis.total()), by_module
+
+
+def _extrapolate(big: int, small: int, big_pixels: int, small_pixels: int, pixels: int) -> int:
+    """The affine count a * pixels + b through (small_pixels, small) and (big_pixels, big)."""
+    slope, rest = divmod((big - small) * (pixels - big_pixels), big_pixels - small_pixels)
+    if rest:
+        raise ValueError("FLOP count is not affine in the pixel count; count with shrink=1")
+    return big + slope
+
+
 @torch.no_grad()
-def count_head(cfg: CfgNode, height: int = 1024, width: int = 2048) -> Dict[str, float]:
+def count_head(cfg: CfgNode, height: int = 1024, width: int = 2048,
+               shrink: Optional[int] = 1) -> Dict[str, float]:
     """Count cfg's head on one height x width image.
+
+    Every counted op of the head (convs, the relation einsums) costs a fixed amount per output
+    position of its FPN level, plus terms that do not depend on the image (f_p's k*k*C*M
+    position embedding per module). When every level's grid divides exactly, the count is
+    therefore a * H*W + b. With ``shrink`` > 1 the head is traced at (H/shrink, W/shrink) and
+    (H/(2 shrink), W/(2 shrink)) and the line through both counts is evaluated at H x W: the
+    same integers as a trace at H x W, for a fraction of the time (tests/test_flops_tables.py
+    checks the equality). ``shrink=None`` takes the largest power of two (up to 1024) whose
+    sizes are multiples of the coarsest grid, else 1.
 
     Returns:
         {"flops": multiply-adds, "params": parameters, "by_module": {module: multiply-adds}}.
     """
     head, shapes, div = build_head_for_analysis(cfg)
-    names = head.in_features
-    feats = head_input_features(shapes, names, height, width, div)
-    wrapper = _Logits(head, names)
-    analysis = JitModelAnalysis(wrapper, tuple(feats[n] for n in names)).set_op_handle(**_HANDLES)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    by_module = {k.replace("head.", "", 1): v for k, v in analysis.by_module().items()
-                 if k.count(".") == 1 and k.startswith("head.")}
+    grid = max([max(1, div)] + [shapes[n].stride for n in head.in_features])
+    if shrink is None:
+        shrink = next((s for s in (2 ** i for i in range(10, 0, -1))
+                       if not height % (2 * s * grid) and not width % (2 * s * grid)), 1)
+    if shrink == 1:
+        flops, by_module = _trace_counts(head, shapes, div, height, width)
+    else:
+        if height % (2 * shrink * grid) or width % (2 * shrink * grid):
+            raise ValueError(f"shrink={shrink}: {height}x{width} / {2 * shrink} is not a multiple "
+                             f"of the coarsest grid ({grid} pixels), the count would not scale")
+        sizes = [(height // shrink, width // shrink), (height // (2 * shrink), width // (2 * shrink))]
+        (big, big_mod), (small, small_mod) = [_trace_counts(head, shapes, div, h, w) for h, w in sizes]
+        px = [h * w for h, w in sizes]
+        flops = _extrapolate(big, small, px[0], px[1], height * width)
+        by_module = {k: _extrapolate(v, small_mod[k], px[0], px[1], height * width)
+                     for k, v in big_mod.items()}
     return {
-        "flops": float(analysis.total()),
+        "flops": float(flops),
         "params": float(sum(p.numel() for p in head.parameters())),
         "by_module": by_module,
     }

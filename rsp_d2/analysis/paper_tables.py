@@ -78,9 +78,10 @@ def _head_key(cfg) -> str:
 
 
 def reproduce_rows(configs_dir: str, rows: List[PaperRow] = PAPER_ROWS, height: int = 1024,
-                   width: int = 2048, progress: Optional[Callable[[PaperRow], None]] = None
-                   ) -> List[Dict]:
-    """Count every row's head; heads shared by several rows are counted once.
+                   width: int = 2048, progress: Optional[Callable[[PaperRow], None]] = None,
+                   shrink: Optional[int] = None) -> List[Dict]:
+    """Count every row's head; heads shared by several rows are counted once. ``shrink`` as
+    in :func:`count_head` (by default traced at smaller sizes and extrapolated exactly).
 
     Returns:
         one dict per row: the PaperRow fields plus ``ours_flops_g``, ``ours_params_m``,
@@ -94,7 +95,7 @@ def reproduce_rows(configs_dir: str, rows: List[PaperRow] = PAPER_ROWS, height: 
         cfg = load_config(os.path.join(configs_dir, row.config))
         key = _head_key(cfg)
         if key not in cache:
-            cache[key] = count_head(cfg, height, width)
+            cache[key] = count_head(cfg, height, width, shrink)
         ours = cache[key]
         flops_g = ours["flops"] / 1e9
         out.append({
