@@ -15,7 +15,7 @@ DEMO_CONFIG = "configs/demo/rsp4_R18_synthetic.yaml"
 
 
 @pytest.mark.parametrize("config", [DEMO_CONFIG, SEMANTIC_TINY, PANOPTIC_TINY])
-def test_demo_configs_train_from_scratch_on_cpu(config):
+def test_demo_configs_select_cpu_no_weights_r18_and_rsp4(config):
     cfg = load_cfg(SimpleNamespace(config_file=str(REPO / config), opts=[]))
     assert cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.WEIGHTS == ""
     assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.NORM != "FrozenBN"

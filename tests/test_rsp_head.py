@@ -38,6 +38,18 @@ def small_cfg(path, **overrides):
     return cfg
 
 
+def _distinct_models():
+    """{first config: every config} grouped by the model the tests below build from them (the
+    whole MODEL node after :func:`small_cfg`): e.g. R50 and R101 rows of one head coincide."""
+    groups = {}
+    for path in CONFIGS:
+        groups.setdefault(small_cfg(path).MODEL.dump(), []).append(path)
+    return {paths[0]: paths for paths in groups.values()}
+
+
+MODELS = _distinct_models()
+
+
 def _batch(h, w, num_classes, with_instances):
     g = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, (3, h, w), generator=g).float()
@@ -60,7 +72,16 @@ def test_configs_found():
     assert "configs/panoptic_rsp4.yaml" in CONFIGS
 
 
-@pytest.mark.parametrize("path", CONFIGS)
+def test_every_config_maps_to_a_tested_model():
+    assert sorted(p for paths in MODELS.values() for p in paths) == CONFIGS
+    assert len(MODELS) >= 26  # the paper's heads differ: only depth / duplicates coincide
+    for first, paths in MODELS.items():
+        assert all(small_cfg(p).MODEL == small_cfg(first).MODEL for p in paths)
+    r50_r101 = {"configs/cityscapes/baseline_R50.yaml", "configs/cityscapes/baseline_R101.yaml"}
+    assert any(r50_r101 <= set(paths) for paths in MODELS.values())
+
+
+@pytest.mark.parametrize("path", sorted(MODELS))
 def test_config_trains_and_infers_on_odd_size(path):
     torch.manual_seed(0)
     cfg = small_cfg(path)
