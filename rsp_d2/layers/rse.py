@@ -201,7 +201,7 @@ def _rse_reference(query, key, value, pos, kernel_size, dilation, num_heads):
 
 
 # Last in the "auto" order: the faster implementations register with lower priorities.
-register_rse_impl("reference", _rse_reference, lambda q: True, priority=100)
+register_rse_impl("reference", _rse_reference, lambda q: True, priority=100, exportable=True)
 
 
 @functools.lru_cache(maxsize=None)
