@@ -28,7 +28,7 @@ def test_json_has_every_row(quick_report):
     assert results["auto_impl"] == auto
     # Two shapes x the impls runnable on CPU, each timed and measured forward and fwd+bwd.
     impls = {r["impl"] for r in results["rse"]}
-    assert impls == {auto, "chunked", "reference"} and len(results["rse"]) == 2 * len(impls)
+    assert impls == {auto, "chunked", "export", "reference"} and len(results["rse"]) == 2 * len(impls)
     for row in results["rse"]:
         for mode in ("fwd", "fwdbwd"):
             assert row[mode]["median_ms"] > 0 and row[mode]["repeats"] == 1
