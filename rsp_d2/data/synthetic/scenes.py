@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ._geometry import bbox, CAR_OUTLINE, figure, Ground, GROUP_MARGIN, overlaps, poly, two_wheeler
+
 __all__ = [
     "KINDS",
     "Scene",
@@ -43,23 +45,6 @@ KINDS = (
     "ego_vehicle",
 )
 
-# Outline of a standing figure, (u, v): u in [-0.5, 0.5] times the figure height, v in [0, 1]
-# from head to feet. One simple polygon, because a Cityscapes object is one polygon.
-_FIGURE_OUTLINE = (
-    (-0.05, 0.0), (0.05, 0.0), (0.08, 0.04), (0.08, 0.14), (0.04, 0.19),
-    (0.17, 0.22), (0.22, 0.52), (0.15, 0.53), (0.13, 0.33), (0.13, 0.57),
-    (0.12, 1.0), (0.03, 1.0), (0.0, 0.62), (-0.03, 1.0), (-0.12, 1.0),
-    (-0.13, 0.57), (-0.13, 0.33), (-0.15, 0.53), (-0.22, 0.52), (-0.17, 0.22),
-    (-0.04, 0.19), (-0.08, 0.14), (-0.08, 0.04),
-)  # fmt: skip
-
-# Side view of a car facing right, (u, v): u along the length, v up from the ground, in [0, 1].
-_CAR_OUTLINE = (
-    (0.0, 0.14), (0.02, 0.5), (0.2, 0.56), (0.32, 0.98), (0.72, 0.98), (0.85, 0.56),
-    (0.99, 0.5), (1.0, 0.14), (0.93, 0.0), (0.07, 0.0),
-)  # fmt: skip
-
-_GROUP_MARGIN = 4  # pixels kept free between distinct groups, so they never touch
 _MAX_TRIES = 300
 
 
@@ -93,91 +78,14 @@ class Scene:
     style: int = 0
 
 
-@dataclass(frozen=True)
-class _Ground:
-    """Perspective geometry of the ground plane: horizon row and the road trapezoid."""
-
-    height: int
-    width: int
-    horizon: int
-    road_top: tuple  # (x_left, x_right) at the horizon
-    road_bottom: tuple  # (x_left, x_right) at the bottom row
-
-    def depth(self, y):
-        """0 at the horizon, 1 at the bottom row: the scale of things standing at row y."""
-        return (y - self.horizon) / float(self.height - 1 - self.horizon)
-
-    def road_span(self, y):
-        t = self.depth(y)
-        left = self.road_top[0] + t * (self.road_bottom[0] - self.road_top[0])
-        right = self.road_top[1] + t * (self.road_bottom[1] - self.road_top[1])
-        return left, right
-
-    def figure_height(self, y):
-        return 0.55 * self.depth(y) * (self.height - self.horizon)
-
-
-def _poly(points, height, width):
-    """Round to integer pixels and clip into the image, as annotation tools store polygons."""
-    return tuple(
-        (int(min(max(round(x), 0), width - 1)), int(min(max(round(y), 0), height - 1)))
-        for x, y in points
-    )
-
-
-def _bbox(points):
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
 def _seed(rng):
     return int(rng.integers(0, 2**31 - 1))
-
-
-def _figure(cx, feet_y, fh):
-    return [(cx + u * fh, feet_y - fh + v * fh) for u, v in _FIGURE_OUTLINE]
-
-
-def _arc(cx, cy, r, start_deg, stop_deg, n=7):
-    angles = np.deg2rad(np.linspace(start_deg, stop_deg, n))
-    return [(cx + r * np.cos(a), cy + r * np.sin(a)) for a in angles]
-
-
-def _two_wheeler(kind, x0, foot, fh, facing):
-    """Outline and wheel circles of a bicycle or motorcycle whose rear wheel starts at x0."""
-    if kind == "bicycle":
-        length, r, seat, bar, crotch = 1.0 * fh, 0.19 * fh, (0.36, 2.3), (0.78, 2.7), 0.9
-    else:
-        length, r, seat, bar, crotch = 1.2 * fh, 0.22 * fh, (0.3, 2.5), (0.8, 3.1), 0.6
-    rear = (x0 + r, foot - r)
-    front = (x0 + length - r, foot - r)
-    pts = _arc(*rear, r, 90, 270)  # bottom, back, top of the rear wheel (y grows downwards)
-    pts += [(x0 + seat[0] * length, foot - seat[1] * r), (x0 + bar[0] * length, foot - bar[1] * r)]
-    pts += _arc(*front, r, -90, 90)  # top, front, bottom of the front wheel
-    pts += [(x0 + 0.5 * length, foot - crotch * r)]
-    wheels = [(rear[0], rear[1], r), (front[0], front[1], r)]
-    if facing < 0:  # mirror about the vehicle's centre
-        mid = x0 + length / 2.0
-        pts = [(2 * mid - x, y) for x, y in pts]
-        wheels = [(2 * mid - x, y, rr) for x, y, rr in wheels]
-    seat_x = x0 + (seat[0] + 0.08) * length if facing > 0 else x0 + (1 - seat[0] - 0.08) * length
-    return pts, wheels, seat_x, length
-
-
-def _overlaps(box, boxes):
-    x0, y0, x1, y1 = box
-    m = _GROUP_MARGIN
-    return any(
-        x0 - m <= bx1 and bx0 - m <= x1 and y0 - m <= by1 and by0 - m <= y1
-        for bx0, by0, bx1, by1 in boxes
-    )
 
 
 def _background(rng, ground, poles):
     """Sky, buildings, ground, road, terrain, vegetation and street furniture."""
     H, W, hz = ground.height, ground.width, ground.horizon
-    objs = [SceneObject("sky", _poly([(0, 0), (W - 1, 0), (W - 1, H - 1), (0, H - 1)], H, W))]
+    objs = [SceneObject("sky", poly([(0, 0), (W - 1, 0), (W - 1, H - 1), (0, H - 1)], H, W))]
     base = hz + int(0.04 * H)
     x = -int(rng.integers(0, int(0.08 * W) + 1))
     first = True
@@ -189,17 +97,17 @@ def _background(rng, ground, poles):
             if rng.random() < 0.4:  # pitched roof
                 pts = [(x, base), (x, top + 0.06 * H), (x + bw / 2, top), (x + bw, top + 0.06 * H),
                        (x + bw, base)]  # fmt: skip
-            objs.append(SceneObject("building", _poly(pts, H, W), style=_seed(rng)))
+            objs.append(SceneObject("building", poly(pts, H, W), style=_seed(rng)))
             first = False
         x += bw
     ground_rect = [(0, hz), (W - 1, hz), (W - 1, H - 1), (0, H - 1)]
-    objs.append(SceneObject("sidewalk", _poly(ground_rect, H, W), style=_seed(rng)))
+    objs.append(SceneObject("sidewalk", poly(ground_rect, H, W), style=_seed(rng)))
     for side in (-1, 1):
         if rng.random() < 0.5:
             objs.append(SceneObject("terrain", _terrain_wedge(rng, ground, side), style=_seed(rng)))
     (tl, tr), (bl, br) = ground.road_top, ground.road_bottom
     road = [(tl, hz + 1), (tr, hz + 1), (br, H - 1), (bl, H - 1)]
-    objs.append(SceneObject("road", _poly(road, H, W), style=_seed(rng)))
+    objs.append(SceneObject("road", poly(road, H, W), style=_seed(rng)))
     if rng.random() < 0.5:
         objs.append(SceneObject("vegetation", _hedge(rng, ground), style=_seed(rng)))
     for _ in range(int(rng.integers(1, 4))):
@@ -220,7 +128,7 @@ def _terrain_wedge(rng, ground, side):
         pts = [(0, hz + 1), (reach, hz + 1), (0, y_border)]
     else:
         pts = [(W - 1, hz + 1), (W - 1 - reach, hz + 1), (W - 1, y_border)]
-    return _poly(pts, H, W)
+    return poly(pts, H, W)
 
 
 def _hedge(rng, ground):
@@ -229,7 +137,7 @@ def _hedge(rng, ground):
     x1 = min(W - 1, x0 + rng.uniform(0.2, 0.5) * W)
     xs = np.linspace(x0, x1, 8)
     tops = [(x, hz - rng.uniform(0.03, 0.08) * H) for x in xs]
-    return _poly(tops + [(x1, hz + 0.02 * H), (x0, hz + 0.02 * H)], H, W)
+    return poly(tops + [(x1, hz + 0.02 * H), (x0, hz + 0.02 * H)], H, W)
 
 
 def _off_road_x(rng, ground, y, half_width):
@@ -267,8 +175,8 @@ def _tree(rng, ground):
     radii = crown_r * rng.uniform(0.75, 1.1, size=angles.size)
     crown = [(x + r * np.cos(a), cy + 0.85 * r * np.sin(a)) for a, r in zip(angles, radii)]
     return [
-        SceneObject("vegetation", _poly(trunk, H, W), style=_seed(rng)),
-        SceneObject("vegetation", _poly(crown, H, W), style=_seed(rng)),
+        SceneObject("vegetation", poly(trunk, H, W), style=_seed(rng)),
+        SceneObject("vegetation", poly(crown, H, W), style=_seed(rng)),
     ]
 
 
@@ -281,12 +189,12 @@ def _pole(rng, ground):
     if x is None:
         return []
     top = max(1.0, y - 2.4 * ground.figure_height(y) * rng.uniform(0.9, 1.2))
-    objs = [SceneObject("pole", _poly([(x - half, y), (x - half, top), (x + half, top),
+    objs = [SceneObject("pole", poly([(x - half, y), (x - half, top), (x + half, top),
                                        (x + half, y)], H, W), style=_seed(rng))]  # fmt: skip
     if rng.random() < 0.6:
         s = max(3.0, 0.18 * ground.figure_height(y))
         sign = [(x - s, top), (x + s, top), (x + s, top + 1.6 * s), (x - s, top + 1.6 * s)]
-        objs.append(SceneObject("traffic_sign", _poly(sign, H, W), style=_seed(rng)))
+        objs.append(SceneObject("traffic_sign", poly(sign, H, W), style=_seed(rng)))
     return objs
 
 
@@ -305,7 +213,7 @@ def _place_car(rng, ground, bottom):
         return None
     x0 = rng.uniform(left + 2, right - length - 2)
     facing = 1 if rng.random() < 0.5 else -1
-    pts = [(x0 + (u if facing > 0 else 1 - u) * length, foot - v * height) for u, v in _CAR_OUTLINE]
+    pts = [(x0 + (u if facing > 0 else 1 - u) * length, foot - v * height) for u, v in CAR_OUTLINE]
     r = 0.16 * height
     wheels = [(x0 + f * length, foot - r, r) for f in (0.2, 0.8)]
     return [("car", pts, {"wheels": wheels, "facing": facing})]
@@ -315,7 +223,7 @@ def _place_figure(rng, ground, bottom):
     foot = _foot_row(rng, ground, 0.4, 0.95, bottom)
     fh = ground.figure_height(foot)
     cx = rng.uniform(0.25 * fh + 2, ground.width - 3 - 0.25 * fh)
-    return [("person", _figure(cx, foot, fh), {})]
+    return [("person", figure(cx, foot, fh), {})]
 
 
 def _place_two_wheeler(rng, ground, bottom, kind, with_rider):
@@ -324,11 +232,11 @@ def _place_two_wheeler(rng, ground, bottom, kind, with_rider):
     length = 1.2 * fh
     x0 = rng.uniform(2, ground.width - 3 - length)
     facing = 1 if rng.random() < 0.5 else -1
-    pts, wheels, seat_x, _ = _two_wheeler(kind, x0, foot, fh, facing)
+    pts, wheels, seat_x, _ = two_wheeler(kind, x0, foot, fh, facing)
     parts = [(kind, pts, {"wheels": wheels, "facing": facing})]
     if with_rider:
         # Same figure as a pedestrian, feet at hub height so the legs overlap the frame.
-        parts.append(("rider", _figure(seat_x, wheels[0][1] + 0.2 * wheels[0][2], fh), {}))
+        parts.append(("rider", figure(seat_x, wheels[0][1] + 0.2 * wheels[0][2], fh), {}))
     return parts
 
 
@@ -356,14 +264,14 @@ def make_street_scene(rng, height, width, *, poles=True, ego_vehicle=True):
     hz = int(H * rng.uniform(0.38, 0.46))
     vp = W * rng.uniform(0.4, 0.6)
     top_half = W * rng.uniform(0.02, 0.05)
-    ground = _Ground(
+    ground = Ground(
         H, W, hz,
         road_top=(vp - top_half, vp + top_half),
         road_bottom=(W * rng.uniform(0.02, 0.22), W * rng.uniform(0.78, 0.98)),
     )  # fmt: skip
     objects = _background(rng, ground, poles)
     ego_top = H - 1 - int(0.07 * H) if ego_vehicle else H - 1
-    bottom = ego_top - _GROUP_MARGIN
+    bottom = ego_top - GROUP_MARGIN
 
     kinds = ["bicycle", "motorcycle"]
     rng.shuffle(kinds)
@@ -384,9 +292,9 @@ def make_street_scene(rng, height, width, *, poles=True, ego_vehicle=True):
             parts = placers[what](arg)
             if parts is None:
                 continue
-            parts = [(k, _poly(p, H, W), a) for k, p, a in parts]
-            box = _bbox([pt for _, p, _ in parts for pt in p])
-            if not _overlaps(box, boxes):
+            parts = [(k, poly(p, H, W), a) for k, p, a in parts]
+            box = bbox([pt for _, p, _ in parts for pt in p])
+            if not overlaps(box, boxes):
                 boxes.append(box)
                 groups.append(parts)
                 break
@@ -401,7 +309,7 @@ def make_street_scene(rng, height, width, *, poles=True, ego_vehicle=True):
     if ego_vehicle:
         xs = np.linspace(0, W - 1, 9)
         arc = [(x, ego_top + 0.6 * (H - 1 - ego_top) * ((2 * x / (W - 1)) - 1) ** 2) for x in xs]
-        objects.append(SceneObject("ego_vehicle", _poly(arc + [(W - 1, H - 1), (0, H - 1)], H, W),
+        objects.append(SceneObject("ego_vehicle", poly(arc + [(W - 1, H - 1), (0, H - 1)], H, W),
                                    style=_seed(rng)))  # fmt: skip
     return Scene(H, W, tuple(objects), style=_seed(rng))
 
