@@ -27,18 +27,22 @@ TINY = os.path.join(REPO, "configs", "demo", "rsp4_R18_tiny.yaml")  # R18, 32 ch
 REL_TOL, AGREEMENT = 1e-4, 0.9999
 H, W = 333, 517
 
-# name -> overrides of the tiny RSP-4 config
+# name -> overrides of the tiny RSP-4 config. Every RSP module adds hundreds of ONNX nodes per
+# offset row, which the TorchScript-based exporter converts one by one: the variants whose
+# property does not depend on the kernel size use k = 3 (9 offsets, not 49). A model whose config
+# says impl "cpp" is exported by test_export_tool_onnx_and_torchscript.
+_K3 = ["MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE", "3"]
 VARIANTS = {
     "rsp4": [],
     "rsp2": ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
              "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2', 'p3', 'p4', 'p5']",
              "MODEL.SEM_SEG_HEAD.RSP.FUSION", "['rsp', 'rsp', 'sum']"],
-    "k3_d3": ["MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE", "3", "MODEL.SEM_SEG_HEAD.RSP.DILATION", "3"],
-    "heads4": ["MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS", "4"],
-    "no_pos": ["MODEL.SEM_SEG_HEAD.RSP.POS_EMBEDDING", "False"],
-    "impl_cpp": ["MODEL.SEM_SEG_HEAD.RSP.IMPL", "cpp"],
-    "impl_triton": ["MODEL.SEM_SEG_HEAD.RSP.IMPL", "triton"],
+    "k3_d3": _K3 + ["MODEL.SEM_SEG_HEAD.RSP.DILATION", "3"],
+    "heads4": _K3 + ["MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS", "4"],
+    "no_pos": _K3 + ["MODEL.SEM_SEG_HEAD.RSP.POS_EMBEDDING", "False"],
+    "impl_triton": _K3 + ["MODEL.SEM_SEG_HEAD.RSP.IMPL", "triton"],
 }
+_CPP = ["MODEL.SEM_SEG_HEAD.RSP.IMPL", "cpp"]
 
 
 def _model(opts):
@@ -64,14 +68,16 @@ def test_exports_equal_pytorch(variant):
     adapter = SemanticSegmentationAdapter(model)
     # Triton does not run on the CPU: PyTorch's answer comes from the same weights (same seed)
     # with the default impl, the export from the model whose config says "triton".
-    eager = model if variant != "impl_triton" else _model([])[1]
+    eager = model if variant != "impl_triton" else _model(_K3)[1]
     x = _image()
     with torch.no_grad():
         ref = SemanticSegmentationAdapter(eager)(x)
-        # The adapter is SemanticSegmentor's inference, as one tensor.
-        d2 = eager([{"image": x[0], "height": H, "width": W}])[0]["sem_seg"]
     assert ref.shape == (1, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, H, W)
-    torch.testing.assert_close(ref[0], d2, rtol=1e-5, atol=1e-4)
+    if variant in ("rsp4", "rsp2"):  # P2-P7 (padding to 128) and P2-P5 (to 32)
+        # The adapter is SemanticSegmentor's inference, as one tensor.
+        with torch.no_grad():
+            d2 = eager([{"image": x[0], "height": H, "width": W}])[0]["sem_seg"]
+        torch.testing.assert_close(ref[0], d2, rtol=1e-5, atol=1e-4)
     data = export_onnx(adapter, (x,))
     assert onnx.load_from_string(data).opset_import[0].version == OPSET
     _assert_close(ref, run_onnx(data, (x,))[0])
@@ -128,7 +134,7 @@ def test_export_tool_onnx_and_torchscript(tmp_path):
     import cv2
     import numpy as np
 
-    cfg, model = _model(VARIANTS["rsp2"] + VARIANTS["impl_cpp"])
+    cfg, model = _model(VARIANTS["rsp2"] + _CPP)
     weights = tmp_path / "model.pth"
     torch.save({"model": model.state_dict()}, weights)
     image = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
@@ -137,7 +143,7 @@ def test_export_tool_onnx_and_torchscript(tmp_path):
     with torch.no_grad():
         ref = SemanticSegmentationAdapter(model)(x)
     common = ["--config-file", TINY, "--sample-image", str(tmp_path / "frame.png")]
-    opts = ["MODEL.WEIGHTS", str(weights)] + VARIANTS["rsp2"] + VARIANTS["impl_cpp"]
+    opts = ["MODEL.WEIGHTS", str(weights)] + VARIANTS["rsp2"] + _CPP
     r = _tool(*common, "--format", "onnx", "--output", str(tmp_path / "m.onnx"), *opts)
     assert r.returncode == 0, r.stderr
     assert "opset 17" in r.stdout

@@ -20,6 +20,7 @@ from rsp_d2.layers import RelationalSemanticsExtractor, rse, rse_attention
 from rsp_d2.layers import rse_chunked, rse_cpp
 from rsp_d2.layers.rse_chunked import rse_attention_chunked
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT, rse_attention_cpp
+from rsp_d2.layers.rse_export import rse_attention_export
 from rsp_d2.layers.rse_flex import HAS_FLEX
 from rsp_d2.layers.rse_triton import HAS_TRITON
 
@@ -114,7 +115,8 @@ def test_chunked_parallel_bands(monkeypatch, case):
 _NO_EXT = os.environ.get("RSP_D2_NO_EXT") == "1"
 needs_cpp = pytest.mark.skipif(not HAS_CPP_EXT and _NO_EXT,
                                reason="rsp_d2._C deliberately not built (RSP_D2_NO_EXT=1)")
-CPU_IMPLS = {"chunked": rse_attention_chunked, "cpp": rse_attention_cpp}
+CPU_IMPLS = {"chunked": rse_attention_chunked, "cpp": rse_attention_cpp,
+             "export": rse_attention_export}
 
 
 def test_cpp_extension_built():
@@ -209,14 +211,25 @@ def test_cpp_rejects_non_cpu_layouts_clearly():
         rse_attention_cpp(q, q, q, None, 4)
 
 
+# impl "export": blocks with a halo at dilation 1 (several blocks, block seams, maps smaller
+# than a block, k = 1), shifted slices at dilation > 1; the degenerate maps too.
+_MULTI_BLOCK = (1, 8, 8, 19, 17, 7, 1, 2, True)
+
+
+@pytest.mark.parametrize("case", CASES + EDGE_CASES + [_MULTI_BLOCK],
+                         ids=IDS + EDGE_IDS + ["k7d1h2pos_19x17"])
+def test_export_matches_reference_and_loops(case):
+    _check_against_definitions(rse_attention_export, case)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=[IDS[1], IDS[3]])
-@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp), "export"])
 def test_half_precision(impl, case, dtype):
     _check_against_definitions(CPU_IMPLS[impl], case, dtype, HALF_TOL[dtype])
 
 
-@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp)])
+@pytest.mark.parametrize("impl", ["chunked", pytest.param("cpp", marks=needs_cpp), "export"])
 def test_stable_for_large_logits(impl):
     # Logits of +-1e4: a softmax without max-subtraction overflows to inf/nan.
     q, k, v, p = _inputs(1, 4, 4, 6, 7, 3, True, seed=3)

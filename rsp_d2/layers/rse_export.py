@@ -2,18 +2,32 @@
 
 ONNX, TorchScript tracing and ``torch.export`` follow plain tensor ops, not the custom autograd
 Functions, C++ loops or Triton kernels of the fast implementations: traced, those would either
-fail or be recorded as one opaque call. Here every step is an op every exporter knows:
+fail or be recorded as one opaque call. Here every step is an op every exporter knows, in one of
+two forms:
 
-    kp, vp  = pad(key, r*d), pad(value, r*d)            zero borders of width r*d
-    logit_o = sum_m q * kp[.., dy_o:, dx_o:]            one shifted slice per offset  Eq. 2
-            (+ q . pos_o)                                                              Eq. 3
-    w       = softmax over o of logits (N, G, k*k, H, W), -inf where offset o is off the map
-    out     = sum_o w_o * vp[.., dy_o:, dx_o:]                                         Eq. 1
+*Blocks with a halo* (dilation 1): the map is cut into B x B blocks; each block's queries meet
+the keys of the block and its r-pixel margin (an L x L halo, L = B + 2r) in one batched matrix
+product, offsets outside each pixel's k x k window or off the map are masked, and the softmax
+weights multiply the halo's values in a second matrix product:
 
-The largest tensors are the (N, G, k*k, H, W) logits/weights and one (N, C, H, W) product per
-offset: never a k*k*M*H*W or k*k*C*H*W unfolding. ``rse_attention`` switches to this
-implementation by itself while tracing, scripting or exporting (whatever ``impl`` says), so a
-model built with ``impl="cpp"`` or ``"triton"`` exports all the same.
+    Q_b, K_b, V_b = gathers of the channels-last maps by constant block / halo indices
+    logits  = Q_b (B*B, M) @ K_b^T (M, L*L)  (+ Q . pos, gathered to the window)    Eq. 2-3
+    w       = softmax over the halo, masked outside the window and off the map
+    out     = w (B*B, L*L) @ V_b (L*L, C), gathered back to the map                   Eq. 1
+
+About thirty graph nodes per relation whatever k is, each map copied once by a gather, and
+matrix products, which runtimes such as onnxruntime run several times faster than the k*k
+elementwise passes of the shifted-slice form. The largest tensors are the
+(N*G, blocks, B*B, L*L) logits, (L/k)^2 times the k*k*H*W logits of the definition (4x for
+k = 7), and the halos of key and value, (L/B)^2 times their size: never a k*k*C*H*W unfolding.
+
+*Shifted slices* (dilation > 1, where a halo would hold mostly off-window pixels): one slice of
+the zero-padded key and value per offset, the logits stacked to (N, G, k*k, H, W), masked
+softmax, weighted sum; one (N, C, H, W) product per offset at a time.
+
+``rse_attention`` switches to this implementation by itself while tracing, scripting or
+exporting (whatever ``impl`` says), so a model built with ``impl="cpp"`` or ``"triton"`` exports
+all the same.
 """
 import functools
 from typing import List, Optional
@@ -62,14 +76,19 @@ def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Te
         (N, C, H, W). Half-precision inputs are computed in float32 (like the reference's
         softmax) and returned in value's dtype.
     """
-    # Python ints, also while tracing: the graph is specialized to the traced size.
-    n, m, h, w = (int(s) for s in query.shape)
-    c = int(value.shape[1])
-    g, kk = num_heads, kernel_size * kernel_size
     dtype = value.dtype
     if dtype in (torch.float16, torch.bfloat16):
         query, key, value = query.float(), key.float(), value.float()
         pos = pos.float() if pos is not None else None
+    form = _halo_blocks if dilation == 1 else _shifted_slices
+    return form(query, key, value, pos, kernel_size, dilation, num_heads).to(dtype)
+
+
+def _shifted_slices(query, key, value, pos, kernel_size, dilation, num_heads):
+    # Python ints, also while tracing: the graph is specialized to the traced size.
+    n, m, h, w = (int(s) for s in query.shape)
+    c = int(value.shape[1])
+    g, kk = num_heads, kernel_size * kernel_size
     pad = (kernel_size // 2) * dilation
     hp, wp = h + 2 * pad, w + 2 * pad
 
@@ -89,7 +108,92 @@ def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     out = weights[0] * values[0]
     for o in range(1, kk):
         out = out + weights[o] * values[o]
-    return out.reshape(n, c, h, w).to(dtype)
+    return out.reshape(n, c, h, w)
+
+
+def _block_size(r: int) -> int:
+    # Blocks of at least 8 x 8 queries keep the matrix products efficient; at least 2r so that
+    # the halo, (B + 2r)^2, stays within 4x a block.
+    return max(8, 2 * r)
+
+
+@functools.lru_cache(maxsize=64)
+def _halo_tables(h: int, w: int, kernel_size: int):
+    """Constants of the halo form (numpy, so a trace records each as one constant), for
+    nbH x nbW blocks of B x B covering the H x W map, halos of L x L, L = B + 2r:
+
+    - block (blocks*B*B,), halo (blocks*L*L,), inverse (H*W,): int64 gather indices, of each
+      block's queries into the zero-padded (nbH*B) x (nbW*B) map, of each block's halo into
+      the map padded by r more on every side, and of each map pixel into the blocks' output;
+    - keep (blocks, B*B, L*L) bool: the halo pixel is in the query's k x k window and on the map;
+    - pos_index (B*B*L*L,) int64: for each (query, halo pixel) the flat index of its positional
+      logit in a (B*B, k*k + 1) table whose last column is zero (outside the window).
+    """
+    r, kk = kernel_size // 2, kernel_size * kernel_size
+    b = _block_size(r)
+    length = b + 2 * r
+    nbh, nbw = -(-h // b), -(-w // b)
+    y0 = np.repeat(np.arange(nbh) * b, nbw).reshape(-1, 1, 1)  # top-left pixel of each block
+    x0 = np.tile(np.arange(nbw) * b, nbh).reshape(-1, 1, 1)
+    a, u = np.arange(b), np.arange(length)
+    block = ((y0 + a[:, None]) * (nbw * b) + x0 + a[None, :]).reshape(-1)
+    halo = ((y0 + u[:, None]) * (nbw * b + 2 * r) + x0 + u[None, :]).reshape(-1)
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    inverse = (((yy // b) * nbw + xx // b) * b * b + (yy % b) * b + xx % b).reshape(-1)
+
+    diff = u[None, :] - a[:, None]  # halo index - query index along one axis; window: 0..2r
+    inside = (diff >= 0) & (diff <= 2 * r)
+    window = (inside[:, None, :, None] & inside[None, :, None, :]).reshape(b * b, -1)
+    offset = (diff[:, None, :, None] * kernel_size + diff[None, :, None, :]).reshape(b * b, -1)
+    offset = np.where(window, offset, kk)  # row-major offset index, as the rows of pos
+    pos_index = (np.arange(b * b)[:, None] * (kk + 1) + offset).reshape(-1)
+    # halo pixel u of a block starting at y0 is map row y0 - r + u
+    rows = (y0[:, :, 0] - r + u[None, :] >= 0) & (y0[:, :, 0] - r + u[None, :] < h)
+    cols = (x0[:, :, 0] - r + u[None, :] >= 0) & (x0[:, :, 0] - r + u[None, :] < w)
+    on_map = (rows[:, :, None] & cols[:, None, :]).reshape(-1, 1, length * length)
+    return block, halo, inverse, window[None] & on_map, pos_index
+
+
+def _halo_blocks(query, key, value, pos, kernel_size, dilation, num_heads):
+    n, m, h, w = (int(s) for s in query.shape)  # Python ints: specialized to the traced size
+    c, g, kk = int(value.shape[1]), num_heads, kernel_size * kernel_size
+    r = kernel_size // 2
+    b = _block_size(r)
+    nbh, nbw = -(-h // b), -(-w // b)
+    blocks, dq, dv = nbh * nbw, m // g, c // g
+    block, halo, inverse, keep, pos_index = (
+        torch.from_numpy(t).to(query.device) for t in _halo_tables(h, w, kernel_size))
+
+    def channels_last(x, pad):  # (N, D, H, W) zero-padded by (left, right, top, bottom)
+        x = F.pad(x, pad).permute(0, 2, 3, 1)
+        return x.reshape(n, -1, int(x.shape[3]))  # (N, pixels, D)
+
+    def split_heads(x, rows, d):  # (N, blocks*rows, G*d) -> (N*G, blocks, rows, d)
+        if g == 1:
+            return x.reshape(n, blocks, rows, d)
+        x = x.reshape(n, blocks, rows, g, d).permute(0, 3, 1, 2, 4)
+        return x.reshape(n * g, blocks, rows, d)
+
+    # Channels last, so that each gathered pixel is one contiguous run of channels.
+    to_blocks = (0, nbw * b - w, 0, nbh * b - h)
+    to_halos = (r, nbw * b - w + r, r, nbh * b - h + r)
+    q = split_heads(channels_last(query, to_blocks)[:, block], b * b, dq)
+    k = split_heads(channels_last(key, to_halos)[:, halo], -1, dq)
+    logits = torch.matmul(q, k.transpose(-1, -2))  # (N*G, blocks, B*B, L*L)
+    if pos is not None:
+        per_head = pos.reshape(kk, g, dq).permute(1, 2, 0)  # (G, Dq, k*k)
+        qp = torch.matmul(q.reshape(n, g, -1, dq), per_head[None])  # (N, G, blocks*B*B, k*k)
+        qp = F.pad(qp, (0, 1)).reshape(n * g, blocks, -1)
+        logits = logits + qp[:, :, pos_index].reshape(logits.shape)
+    # A finite fill: the padding pixels of the last blocks may have no on-map offset, and their
+    # rows (dropped by `inverse`) must not be NaN; every real pixel has its centre on the map.
+    weights = logits.masked_fill(~keep, torch.finfo(logits.dtype).min).softmax(dim=-1)
+    v = split_heads(channels_last(value, to_halos)[:, halo], -1, dv)
+    out = torch.matmul(weights, v)  # (N*G, blocks, B*B, Dv)
+    if g > 1:
+        out = out.reshape(n, g, blocks, b * b, dv).permute(0, 2, 3, 1, 4)
+    out = out.reshape(n, blocks * b * b, c)[:, inverse]  # (N, H*W, C)
+    return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
 # Never first in "auto" outside an export (the fused implementations are faster); rse_attention
