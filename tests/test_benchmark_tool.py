@@ -1,4 +1,7 @@
-"""tools/benchmark.py --quick writes complete JSON and markdown reports (no timing assertions)."""
+"""tools/benchmark.py --quick writes complete JSON and markdown reports (no timing assertions).
+
+The report is written in two runs, ``--only rse heads`` then ``--only deploy`` into the same
+file, so the tests also check that a section run keeps the sections it does not measure."""
 import json
 import os
 import subprocess
@@ -14,10 +17,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "benchmarks.json"
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "--quick",
-                           "--device", "cpu", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    for sections in (["rse", "heads"], ["deploy"]):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark.py"),
+                               "--quick", "--device", "cpu", "--out", str(out),
+                               "--only", *sections],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return json.loads(out.read_text()), out.with_suffix(".md").read_text()
 
 
@@ -47,15 +52,38 @@ def test_json_has_every_row(quick_report):
         assert row["time"]["median_ms"] > 0 and row["vs_semantic_fpn"] > 0
         if row["threads"] == threads:
             assert row["memory"].get("peak_extra_mb", -1) >= 0, row["memory"]
-    assert len(results["targets"]) == 4 + (threads > 1)
+    assert len(results["targets"]) == 4 + (threads > 1) + 4  # + 2 per deploy setting
+    # every section says when and under which load it was measured: two separate runs
+    assert set(results["runs"]) == {"rse", "heads", "deploy"}
+    assert results["runs"]["rse"]["date"] <= results["runs"]["deploy"]["date"]
+
+
+def test_deploy_rows_time_both_runtimes_on_a_verified_graph(quick_report):
+    results, _ = quick_report
+    auto = results["auto_impl"]
+    rows = [(r["what"], r["head"], r["runtime"], r["rse_impl"]) for r in results["deploy"]]
+    assert rows == [(what, head, runtime, impl) for what in ("head", "model")
+                    for head, runtime, impl in [
+                        ("semantic_fpn", "pytorch", "-"), ("semantic_fpn", "onnxruntime", "-"),
+                        ("rsp4", "pytorch", auto), ("rsp4", "onnxruntime", "export")]]
+    for row in results["deploy"]:
+        assert row["time"]["median_ms"] > 0 and row["onnx_mb"] > 0
+        # the timed ONNX graph computes what PyTorch does (random weights, tiny input)
+        assert row["check"]["rel_to_range"] <= 1e-4, row
+        assert row["check"]["argmax_agreement"] >= 0.999, row
+        if row["runtime"] == "pytorch":
+            assert row["vs_pytorch"] == 1.0
+        if row["head"] == "semantic_fpn":
+            assert row["vs_semantic_fpn"] == 1.0
 
 
 def test_markdown_has_every_row(quick_report):
     results, md = quick_report
     assert results["machine"]["cpu"] in md and "Load average" in md
     table_rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
-    # header + rows, for the RSE table and the heads table
-    assert len(table_rows) == 2 + len(results["rse"]) + len(results["heads"])
+    # header + rows, for the RSE, heads and deployment tables
+    assert len(table_rows) == 3 + len(results["rse"]) + len(results["heads"]) + len(results["deploy"])
     for row in results["heads"]:
         assert f"| {row['setting']} | {row['label']} | {row['rse_impl']} |" in md
     assert md.count("**met**") + md.count("**NOT met**") == len(results["targets"])
+    assert md.count("Measured ") == 3  # each section's own date and load

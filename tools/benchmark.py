@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Speed and memory of the RSE implementations and of whole heads (the project's benchmark).
 
-    python tools/benchmark.py            # full run (about 10 minutes on a 2-core CPU)
-    python tools/benchmark.py --quick    # smoke run: small shapes, 1 repeat
+    python tools/benchmark.py                 # full run (about 12 minutes on a 2-core CPU)
+    python tools/benchmark.py --quick         # smoke run: small shapes, 1 repeat
+    python tools/benchmark.py --only deploy   # one section; the others are kept from --out
 
 Writes --out (JSON, default docs/benchmarks.json) and the markdown table next to it
 (docs/benchmarks.md). Measurement helpers: rsp_d2/analysis/benchmark.py; cases:
@@ -10,6 +11,7 @@ rsp_d2/analysis/benchmark_cases.py.
 """
 import argparse
 import datetime
+import json
 import os
 import sys
 
@@ -18,6 +20,7 @@ import torch
 from rsp_d2.analysis.benchmark import (
     load_average, machine_info, peak_extra_memory_mb, summarize, time_run)
 from rsp_d2.analysis.benchmark_cases import build_case
+from rsp_d2.analysis.benchmark_deploy import RUNTIMES, build_deploy_pair
 from rsp_d2.analysis.benchmark_report import render_markdown
 from rsp_d2.layers import available_rse_impls, rse_impl_names
 from rsp_d2.utils.file_io import write_bytes_atomic, write_json_atomic
@@ -26,6 +29,7 @@ HEAD_LABELS = {"semantic_fpn": "Semantic FPN", "baseline": "baseline (sum)", "rs
                "rsp4": "RSP-4"}
 # A case whose warm-up call takes longer than this gets only 3 timed repeats.
 SLOW_CASE_S = 3.0
+SECTIONS = ("rse", "heads", "deploy")
 
 
 def parse_args(argv=None):
@@ -36,26 +40,31 @@ def parse_args(argv=None):
     p.add_argument("--train-batch", type=int, default=1, help="batch of the head training step")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                   help="measure these sections; the others are kept from an existing --out")
     return p.parse_args(argv)
 
 
-def measure_group(cases, repeats, device, memory=True):
-    """[(timing summary, peak memory or {})] for cases compared with each other. Their timed
-    calls are interleaved round-robin, so that a change in the machine's load hits all of them."""
-    runs, times, counts = [], [], []
-    for case in cases:
-        run = build_case(case)
+def interleaved(runs, repeats, device):
+    """[timing summary] of zero-argument `runs` compared with each other: one untimed warm-up
+    call each, then their timed calls round-robin, so that a change in the machine's load hits
+    all of them."""
+    times, counts = [], []
+    for run in runs:
         warm = time_run(run, 1, warmup=0, device=device)[0]
-        runs.append(run)
         times.append([])
         counts.append(repeats if warm < SLOW_CASE_S else min(repeats, 3))
     for i in range(max(counts)):
         for run, ts, n in zip(runs, times, counts):
             if i < n:
                 ts += time_run(run, 1, warmup=0, device=device)
-    del runs
-    return [(summarize(ts), peak_extra_memory_mb(case) if memory else {})
-            for ts, case in zip(times, cases)]
+    return [summarize(ts) for ts in times]
+
+
+def measure_group(cases, repeats, device, memory=True):
+    """[(timing summary, peak memory or {})] for benchmark cases compared with each other."""
+    timings = interleaved([build_case(case) for case in cases], repeats, device)
+    return [(t, peak_extra_memory_mb(case) if memory else {}) for t, case in zip(timings, cases)]
 
 
 def rse_rows(args, device, impls):
@@ -127,8 +136,47 @@ def head_rows(args, device, auto_impl, impls):
     return rows
 
 
+def deploy_rows(args, auto_impl):
+    """Head alone and whole model, Semantic FPN and RSP-4, under PyTorch and onnxruntime with
+    the same intra-op threads; the four runs of one kind interleaved."""
+    height, width = (128, 256) if args.quick else (1024, 2048)
+    threads = torch.get_num_threads()
+    rows = []
+    for what in ("head", "model"):
+        pairs = {head: build_deploy_pair(what, head, height, width, threads, quick=args.quick)
+                 for head in ("semantic_fpn", "rsp4")}
+        keys = [(head, runtime) for head in pairs for runtime in RUNTIMES]
+        timings = dict(zip(keys, interleaved([pairs[h][r] for h, r in keys], args.repeats, "cpu")))
+        for head, runtime in keys:
+            t = timings[(head, runtime)]
+            impl = "-" if head == "semantic_fpn" else (auto_impl if runtime == "pytorch" else "export")
+            rows.append(dict(
+                what=what, setting=f"{what} {height}x{width}, batch 1, {threads} threads",
+                head=head, label=HEAD_LABELS[head], runtime=runtime, rse_impl=impl, time=t,
+                vs_pytorch=round(t["median_ms"] / timings[(head, "pytorch")]["median_ms"], 3),
+                vs_semantic_fpn=round(
+                    t["median_ms"] / timings[("semantic_fpn", runtime)]["median_ms"], 3),
+                check=pairs[head]["check"], onnx_mb=pairs[head]["onnx_mb"]))
+            print(f"deploy {what} {head} {runtime}: {t['median_ms']} ms", flush=True)
+        del pairs
+    return rows
+
+
+def deploy_targets(rows):
+    out = []
+    for row in (r for r in rows if r["head"] == "rsp4" and r["runtime"] == "onnxruntime"):
+        out.append(dict(name=f"RSP-4 {row['setting']}: onnxruntime / PyTorch time",
+                        value=row["vs_pytorch"], target="<= 1.0", met=row["vs_pytorch"] <= 1.0))
+        out.append(dict(name=f"RSP-4 {row['setting']}, onnxruntime: time / Semantic FPN's",
+                        value=row["vs_semantic_fpn"], target="< 1.0 (FLOPs ratio 0.86)",
+                        met=row["vs_semantic_fpn"] < 1.0))
+    return out
+
+
 def targets(rse, heads, auto_impl):
     out = []
+    if not rse or not heads:
+        return out
     first_shape = rse[0]["shape"]
     row = next((r for r in rse if r["shape"] == first_shape and r["impl"] == auto_impl), None)
     if row and row.get("memory_vs_reference"):
@@ -151,6 +199,24 @@ def targets(rse, heads, auto_impl):
     return out
 
 
+def _kept_sections(args):
+    """The sections of an existing --out that this run does not measure (same --quick), so that
+    `--only deploy` adds a section to docs/benchmarks.json without re-measuring the rest."""
+    if set(args.only) == set(SECTIONS) or not os.path.isfile(args.out):
+        return {}
+    with open(args.out) as f:
+        old = json.load(f)
+    if old.get("settings", {}).get("quick") != args.quick:
+        return {}
+    kept = {s: old[s] for s in SECTIONS if s in old and s not in args.only}
+    old_runs = old.get("runs", {})
+    kept["runs"] = {s: old_runs.get(s, {k: old.get(k) for k in
+                                        ("date", "machine", "load_average_start",
+                                         "load_average_end")})
+                    for s in kept}
+    return kept
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.threads:
@@ -160,7 +226,8 @@ def main(argv=None):
     device = args.device
     impls = available_rse_impls(torch.zeros(1, 1, 1, 1, device=device))  # in "auto" order
     auto_impl = impls[0]
-    results = dict(
+    results = _kept_sections(args)
+    results.update(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
         machine=machine_info(device), load_average_start=load_average(),
         settings=dict(quick=args.quick, repeats=args.repeats, train_batch=args.train_batch),
@@ -173,9 +240,17 @@ def main(argv=None):
                "i.e. all memory the call touched at its peak (tensors, allocator slack, library "
                "workspaces), beyond inputs and parameters.")),
         auto_impl=auto_impl, auto_order=rse_impl_names())
-    results["rse"] = rse_rows(args, device, impls)
-    results["heads"] = head_rows(args, device, auto_impl, impls)
-    results["targets"] = targets(results["rse"], results["heads"], auto_impl)
+    measure = {"rse": lambda: rse_rows(args, device, impls),
+               "heads": lambda: head_rows(args, device, auto_impl, impls),
+               "deploy": lambda: deploy_rows(args, auto_impl)}
+    runs = results.setdefault("runs", {})
+    for section in (s for s in SECTIONS if s in args.only):
+        start = dict(date=datetime.datetime.now().isoformat(timespec="seconds"),
+                     machine=machine_info(device), load_average_start=load_average())
+        results[section] = measure[section]()
+        runs[section] = dict(start, load_average_end=load_average())
+    results["targets"] = (targets(results.get("rse"), results.get("heads"), auto_impl)
+                          + deploy_targets(results.get("deploy", [])))
     results["load_average_end"] = load_average()
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -44,6 +44,30 @@ def _head_table(rows: List[Dict]) -> List[str]:
     return out
 
 
+def _deploy_table(rows: List[Dict]) -> List[str]:
+    out = ["| setting | model | runtime | RSE impl | ms | x PyTorch | x Semantic FPN (same runtime) "
+           "| max abs diff / logits range | argmax agreement | ONNX MiB |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        c = r["check"]
+        out.append(f"| {r['setting']} | {r['label']} | {r['runtime']} | {r['rse_impl']} "
+                   f"| {_time_cell(r['time'])} | {_fmt(r['vs_pytorch'], 2)} "
+                   f"| {_fmt(r['vs_semantic_fpn'], 2)} | {c['rel_to_range']:.1e} "
+                   f"| {100 * c['argmax_agreement']:.3f} % | {_fmt(r['onnx_mb'])} |")
+    return out
+
+
+def _measured(results: Dict, section: str) -> List[str]:
+    """Where the section's numbers come from, when sections were measured by separate runs."""
+    run = results.get("runs", {}).get(section)
+    if not run:
+        return []
+    m = run.get("machine") or {}
+    return [f"Measured {run.get('date')} (torch {m.get('torch')}, {m.get('torch_threads')} "
+            f"threads), load average {run.get('load_average_start')} at start, "
+            f"{run.get('load_average_end')} at end.", ""]
+
+
 def render_markdown(results: Dict) -> str:
     m = results["machine"]
     s = results["settings"]
@@ -75,14 +99,41 @@ def render_markdown(results: Dict) -> str:
         f"- `impl=\"auto\"` picks `{results['auto_impl']}` for float32 on {m['device']} "
         f"(preference order {results['auto_order']}, first available wins).",
         "",
-        "## RSE operation (Eq. 1-3)",
-        "",
-        "Paper shapes: the 1/8 level of a 1024x2048 image (M = C/2 = 64 query/key channels, "
-        "C = 128 value channels, k = 7), and the same level of 512x1024 training crops, batch 4.",
-        "",
     ]
-    lines += _rse_table(results["rse"])
-    lines += ["", "## Heads", "",
+    if "rse" in results:
+        lines += ["## RSE operation (Eq. 1-3)", ""] + _measured(results, "rse") + [
+            "Paper shapes: the 1/8 level of a 1024x2048 image (M = C/2 = 64 query/key channels, "
+            "C = 128 value channels, k = 7), and the same level of 512x1024 training crops, "
+            "batch 4.", ""]
+        lines += _rse_table(results["rse"]) + [""]
+    if "heads" in results:
+        lines += _heads_section(results, s)
+    if "deploy" in results:
+        lines += ["## Deployment: onnxruntime (CPU) against PyTorch (CPU)", ""]
+        lines += _measured(results, "deploy")
+        lines += ["The head alone (random FPN maps of the image size) and the whole model "
+                  "(Table I's Cityscapes configs, ResNet-50, random weights; normalization, "
+                  "padding, backbone, head, crop: `rsp_d2.export.SemanticSegmentationAdapter`), "
+                  "exported with `rsp_d2.export.export_onnx` (opset 17) and run by onnxruntime's "
+                  "CPU provider with the same intra-op threads as PyTorch; PyTorch runs the "
+                  "relation as `impl=\"auto\"`, the ONNX graph as `impl=\"export\"`. The four "
+                  "runs of one setting are interleaved; the last columns compare the ONNX "
+                  "output with PyTorch's on the timed input.", ""]
+        lines += _deploy_table(results["deploy"]) + [""]
+    if m["device"] != "cuda":
+        lines += ["GPU: not measured in this run (device {}). The same command on a machine "
+                  "with CUDA measures the `triton` and `flex` implementations and the heads on the "
+                  "GPU.".format(m["device"]), ""]
+    lines += ["## Targets", ""]
+    for t in results["targets"]:
+        lines.append(f"- {t['name']}: measured {t['value']} (target {t['target']}): "
+                     f"**{'met' if t['met'] else 'NOT met'}**")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _heads_section(results: Dict, s: Dict) -> List[str]:
+    lines = ["## Heads", ""] + _measured(results, "heads") + [
               f"Random FPN maps (256 channels, p_l at stride 2^l); 19 classes, 128 conv dims, GN. "
               f"Training step = forward, loss, backward, batch {s['train_batch']}. Inference is "
               "also timed with one intra-op thread: on a loaded machine each of the dozens of "
@@ -90,14 +141,4 @@ def render_markdown(results: Dict) -> str:
               "thread, which penalizes the heads with more small ops; one thread shows their "
               "compute cost. Peak memory does not depend on the thread count and is measured "
               "once.", ""]
-    lines += _head_table(results["heads"])
-    if m["device"] != "cuda":
-        lines += ["", "GPU: not measured in this run (device {}). The same command on a machine "
-                  "with CUDA measures the `triton` and `flex` implementations and the heads on the "
-                  "GPU.".format(m["device"])]
-    lines += ["", "## Targets", ""]
-    for t in results["targets"]:
-        lines.append(f"- {t['name']}: measured {t['value']} (target {t['target']}): "
-                     f"**{'met' if t['met'] else 'NOT met'}**")
-    lines.append("")
-    return "\n".join(lines)
+    return lines + _head_table(results["heads"]) + [""]
