@@ -14,10 +14,10 @@ import torch
 from ..export import (HeadAdapter, SemanticSegmentationAdapter, compare_outputs, export_onnx,
                       make_onnx_session)
 from .benchmark_cases import HEADS, build_head, fpn_shapes
+from .compare_presets import REPO
 
 __all__ = ["MODEL_CONFIGS", "RUNTIMES", "build_deploy_pair"]
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Whole models: Table I's Cityscapes configs (ResNet-50), random weights (no download; the
 # speed does not depend on the values).
 MODEL_CONFIGS = {"semantic_fpn": "configs/cityscapes/semantic_fpn_R50.yaml",
@@ -43,7 +43,7 @@ def _model_module(head: str, height: int, width: int, quick: bool):
     from ..config import load_config
 
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"] + (_QUICK_MODEL if quick else [])
-    cfg = load_config(os.path.join(_REPO, MODEL_CONFIGS[head]), opts)
+    cfg = load_config(os.path.join(REPO, MODEL_CONFIGS[head]), opts)
     torch.manual_seed(0)
     module = SemanticSegmentationAdapter(build_model(cfg).eval()).eval()
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)) * 255
