@@ -7,6 +7,7 @@
 STACK ?= pinned
 DETECTRON2_SRC ?= https://github.com/facebookresearch/detectron2.git
 PYTEST_ARGS ?=
+TESTS ?= tests
 
 # find_python(X.Y): pythonX.Y on PATH (possibly a pyenv shim that is not activated), else pyenv's
 # install of X.Y.
@@ -76,8 +77,10 @@ demo: env
 flops: env
 	$(PY) tools/analyze_head.py --paper-tables
 
+# TESTS: what to collect (a file, a folder). One worker per core (pytest-xdist; PYTEST_ARGS="-n 0"
+# runs in one process); idle workers steal queued tests, so no core waits at the end.
 test: env
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) -n auto --dist worksteal $(PYTEST_ARGS)
 
 clean-env:
 	rm -rf $(VENV)

@@ -12,7 +12,6 @@ drawing has the size of its input image. Runs on the CPU when there is no CUDA.
 """
 import argparse
 import os
-import sys
 import time
 
 import cv2
@@ -23,7 +22,7 @@ from detectron2.utils.logger import setup_logger
 
 from rsp_d2.config import load_config
 from rsp_d2.engine import check_checkpoint, read_image
-from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.utils.file_io import save_image_atomic
 
 from predictor import SegmentationDemo, expand_inputs, output_paths
@@ -124,7 +123,7 @@ def main(argv=None):
             targets = output_paths(inputs, args.output)
             run_images(SegmentationDemo(cfg), inputs, targets, logger)
     except InputError as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(e)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,24 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the settings of a run under pytest-xdist (``make test``)."""
 import glob
+import os
+from pathlib import Path
 
 import pytest
 
-from tool_utils import make_tiny
+# Under xdist the workers share the cores: one intra-op thread pool per core, not per worker
+# (oversubscribed OpenMP pools spin against each other). Set before torch is first imported,
+# so that the subprocesses the tests start inherit it too.
+def _cores():
+    """The cores this process may run on (a container's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(
+        max(1, _cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+from run_once import run_once  # noqa: E402
+from tool_utils import make_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -17,9 +32,11 @@ def synthetic_root(tmp_path_factory):
     """
     from rsp_d2.data.synthetic import generate_datasets
 
-    root = tmp_path_factory.mktemp("synthetic_datasets")
-    generate_datasets(root, seed=0)
-    return root
+    def build(root):
+        generate_datasets(root, seed=0)
+        return str(root)
+
+    return Path(run_once(tmp_path_factory, "synthetic_datasets", build))
 
 
 @pytest.fixture(scope="session")
@@ -28,18 +45,23 @@ def semantic_run(synthetic_root, tmp_path_factory):
     (6 iterations, checkpoints after iterations 2 and 5, evaluated), shared by the tests."""
     from train_net_utils import SEMANTIC_TINY, train_net
 
-    out = tmp_path_factory.mktemp("semantic_run")
-    proc = train_net("--config-file", SEMANTIC_TINY, "OUTPUT_DIR", out, data_root=synthetic_root)
-    return out, proc.stdout
+    def build(out):
+        proc = train_net("--config-file", SEMANTIC_TINY, "OUTPUT_DIR", out, data_root=synthetic_root)
+        return str(out), proc.stdout
+
+    out, log = run_once(tmp_path_factory, "semantic_run", build)
+    return Path(out), log
 
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """{"rsp": (config, checkpoint), "baseline": (config, checkpoint)}: an RSP-4 and the sum
     baseline (p2-p5), both tiny."""
-    d = tmp_path_factory.mktemp("tiny_models")
-    return {"rsp": make_tiny(d, "rsp4_tiny", "configs/cityscapes/rsp4_R50.yaml"),
-            "baseline": make_tiny(d, "baseline_tiny", "configs/cityscapes/baseline_R50.yaml")}
+    def build(d):
+        return {"rsp": make_tiny(d, "rsp4_tiny", "configs/cityscapes/rsp4_R50.yaml"),
+                "baseline": make_tiny(d, "baseline_tiny", "configs/cityscapes/baseline_R50.yaml")}
+
+    return {k: tuple(v) for k, v in run_once(tmp_path_factory, "tiny_models", build).items()}
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +76,13 @@ def unreadable_image(tmp_path):
     path = tmp_path / "broken.png"
     path.write_bytes(b"this is not a png")
     return str(path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    # `-n auto`: one worker per core, at most 4 (each worker imports torch and Detectron2 and
+    # may build full-size models; beyond a few workers the suite is bound by its longest tests)
+    return max(1, min(4, _cores()))
 
 
 def pytest_configure(config):

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tool_utils import call_main
 from train_net_utils import REPO, SEMANTIC_TINY, TIMEOUT_S, env_for
 
 TOOL = str(REPO / "tools" / "compare_heads.py")
@@ -71,9 +72,7 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     assert f"{rsp4['mIoU']['median']:.1f}" in table and "| sum | 0 |" in table
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    again = subprocess.run(_command(out, "--collect-only", "--report", str(tmp_path / "r")),
-                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, timeout=TIMEOUT_S)
+    again = call_main(*_command(out, "--collect-only", "--report", str(tmp_path / "r"))[1:])
     assert again.returncode == 0 and "[run]" not in again.stdout, again.stdout
     with open(tmp_path / "r.json") as f:
         assert json.load(f)["variants"]["sum"]["runs"] == base["runs"]
@@ -88,9 +87,7 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     (["--variant", "a/b", SEMANTIC_TINY], "plain folder name"),
 ])
 def test_bad_input_is_one_error_line(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, TOOL, "--output", str(tmp_path), *args], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=120)
+    proc = call_main("tools/compare_heads.py", "--output", tmp_path, *args)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines

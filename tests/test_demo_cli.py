@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tool_utils import IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, run_tool
+from tool_utils import (IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, call_main,
+                        run_tool)
 
 sys.path.insert(0, os.path.join(REPO, "demo"))
 
@@ -21,8 +22,8 @@ sys.path.insert(0, os.path.join(REPO, "demo"))
 def test_demo_draws_semantic_predictions(tiny, val_images, tmp_path):
     cfg, ckpt = tiny["rsp"]
     out = tmp_path / "demo"
-    proc = run_tool("demo/demo.py", "--config-file", cfg, "--input", val_images[0],
-                    "--output", out, "--opts", "MODEL.WEIGHTS", ckpt)
+    proc = call_main("demo/demo.py", "--config-file", cfg, "--input", val_images[0],
+                     "--output", out, "--opts", "MODEL.WEIGHTS", ckpt)
     assert_ok(proc)
     written = out / os.path.basename(val_images[0])
     drawn = assert_png(written, (IMAGE_SIZE[1], IMAGE_SIZE[0]))
@@ -40,8 +41,8 @@ def test_demo_video(tiny, val_images, tmp_path):
     for path in val_images[:2]:
         writer.write(cv2.imread(path))
     writer.release()
-    proc = run_tool("demo/demo.py", "--config-file", cfg, "--video-input", video,
-                    "--output", tmp_path / "out", "--opts", "MODEL.WEIGHTS", ckpt)
+    proc = call_main("demo/demo.py", "--config-file", cfg, "--video-input", video,
+                     "--output", tmp_path / "out", "--opts", "MODEL.WEIGHTS", ckpt)
     assert_ok(proc)
     result = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
     frames = []
@@ -65,8 +66,8 @@ def test_demo_refuses_bad_input(case, tiny, val_images, unreadable_image, tmp_pa
         expected = ["checkpoint not found", ckpt]
     else:
         inputs, expected = [unreadable_image], ["cannot read image", unreadable_image]
-    proc = run_tool("demo/demo.py", "--config-file", cfg, "--input", *inputs,
-                    "--output", tmp_path / "out", "--opts", "MODEL.WEIGHTS", ckpt)
+    proc = call_main("demo/demo.py", "--config-file", cfg, "--input", *inputs,
+                     "--output", tmp_path / "out", "--opts", "MODEL.WEIGHTS", ckpt)
     assert_clear_error(proc, *expected)
 
 

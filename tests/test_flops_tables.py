@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+from run_once import run_once
+from tool_utils import call_main
 
 from rsp_d2.analysis.flops import build_head_for_analysis, count_head
 from rsp_d2.analysis.paper_tables import (
@@ -21,13 +23,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    out = tmp_path_factory.mktemp("flops") / "tables.json"
-    proc = subprocess.run([sys.executable, "tools/analyze_head.py", "--paper-tables", "--json", str(out)],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(out.read_text()), proc.stdout
+    def build(directory):
+        out = directory / "tables.json"
+        proc = call_main("tools/analyze_head.py", "--paper-tables", "--json", out)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(out.read_text()), proc.stdout
+
+    return tuple(run_once(tmp_path_factory, "paper_tables", build))
 
 
+@pytest.mark.slow
 def test_every_table_row_is_reproduced(tables):
     rows, stdout = tables
     assert [(r["table"], r["model"]) for r in rows] == [(r.table, r.model) for r in PAPER_ROWS]
@@ -55,6 +60,7 @@ def test_known_values_and_ratios(tables):
     assert rows[("I", "RSP-4-D R101")]["ours_flops_g"] == pytest.approx(53.35, abs=0.01)
 
 
+@pytest.mark.slow
 def test_single_config(tmp_path):
     out = tmp_path / "one.json"
     proc = subprocess.run([sys.executable, "tools/analyze_head.py", "--config-file",
@@ -100,6 +106,5 @@ def test_shrink_needs_an_exact_grid():
 
 
 def test_missing_config_is_named(tmp_path):
-    proc = subprocess.run([sys.executable, "tools/analyze_head.py", "--config-file", "nope.yaml"],
-                          cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode != 0 and "config file not found: nope.yaml" in proc.stderr
+    proc = call_main("tools/analyze_head.py", "--config-file", "nope.yaml")
+    assert proc.returncode == 2 and "config file not found: nope.yaml" in proc.stderr

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from tool_utils import call_main
 
 from rsp_d2.data.coco_panoptic_stuff import (
     convert_coco_root,
@@ -135,8 +136,8 @@ def test_missing_json_is_a_clear_error(tmp_path):
     missing = tmp_path / "annotations" / "panoptic_val2017.json"
     with pytest.raises(FileNotFoundError, match=str(missing)):
         convert_panoptic_json(missing, tmp_path, tmp_path / "out")
-    proc = _run_tool("--coco-root", str(tmp_path), "--splits", "val2017")
-    assert proc.returncode == 1
+    proc = call_main("tools/prepare_panoptic_fpn.py", "--coco-root", tmp_path, "--splits", "val2017")
+    assert proc.returncode == 2
     assert proc.stderr.startswith("error:") and str(missing) in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -171,5 +172,5 @@ def test_malformed_json_is_a_clear_error(tmp_path):
 
 
 def test_cli_rejects_mixed_modes(tmp_path):
-    proc = _run_tool("--coco-root", str(tmp_path), "--output-dir", str(tmp_path))
+    proc = call_main("tools/prepare_panoptic_fpn.py", "--coco-root", tmp_path, "--output-dir", tmp_path)
     assert proc.returncode == 2 and "either --coco-root" in proc.stderr

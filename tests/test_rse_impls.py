@@ -339,13 +339,15 @@ def _auto_calls(monkeypatch, dtype):
             calls.setdefault(_name, []).append(args[0].dtype)
             return _fn(*args)
 
-        rse.register_rse_impl(impl.name, spy, impl.is_available, impl.priority)
+        rse.register_rse_impl(impl.name, spy, impl.is_available, impl.priority, impl.exportable)
     try:
         q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True, dtype)
         rse_attention(q, k, v, p, 3, impl="auto")
     finally:
-        for impl in originals:
-            rse.register_rse_impl(impl.name, impl.fn, impl.is_available, impl.priority)
+        for impl in originals:  # exactly as they were: later tests trace "reference"
+            rse.register_rse_impl(impl.name, impl.fn, impl.is_available, impl.priority,
+                                  impl.exportable)
+    assert [rse.get_rse_impl(impl.name) for impl in originals] == originals
     # triton imports here, but must not be chosen (nor runnable) for CPU tensors.
     assert "triton" in rse.rse_impl_names() and "triton" not in rse.available_rse_impls(q)
     return calls
@@ -400,6 +402,7 @@ _TRITON_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 def test_triton_kernels_in_interpreter():
     """Forward and backward kernels on CPU tensors under TRITON_INTERPRET=1 (no GPU here).

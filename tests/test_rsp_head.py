@@ -48,6 +48,8 @@ def _distinct_models():
 
 
 MODELS = _distinct_models()
+# An image size that no FPN stride divides (both primes): padding and cropping back are tested.
+ODD_H, ODD_W = 157, 229
 
 
 def _batch(h, w, num_classes, with_instances):
@@ -58,10 +60,10 @@ def _batch(h, w, num_classes, with_instances):
     item = {"image": image, "height": h, "width": w, "sem_seg": sem_seg}
     if with_instances:
         inst = Instances((h, w))
-        inst.gt_boxes = Boxes(torch.tensor([[20.0, 30.0, 150.0, 200.0]]))
+        inst.gt_boxes = Boxes(torch.tensor([[20.0, 30.0, 150.0, 140.0]]))
         inst.gt_classes = torch.tensor([0])
         masks = torch.zeros(1, h, w, dtype=torch.bool)
-        masks[:, 30:200, 20:150] = True
+        masks[:, 30:140, 20:150] = True
         inst.gt_masks = BitMasks(masks)
         item["instances"] = inst
     return item
@@ -88,7 +90,7 @@ def test_config_trains_and_infers_on_odd_size(path):
     model = build_model(cfg)
     panoptic = cfg.MODEL.META_ARCHITECTURE == "PanopticFPN"
     num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    item = _batch(333, 517, num_classes, panoptic)
+    item = _batch(ODD_H, ODD_W, num_classes, panoptic)
     model.train()
     with EventStorage(0):
         losses = model([item])
@@ -105,8 +107,8 @@ def test_config_trains_and_infers_on_odd_size(path):
         assert all(grads[n].abs().sum() > 0 for n in relation if not n.endswith(".pos.bias"))
     model.eval()
     with torch.no_grad():
-        out = model([{"image": item["image"], "height": 333, "width": 517}])[0]
-    assert out["sem_seg"].shape == (num_classes, 333, 517)
+        out = model([{"image": item["image"], "height": ODD_H, "width": ODD_W}])[0]
+    assert out["sem_seg"].shape == (num_classes, ODD_H, ODD_W)
     assert torch.isfinite(out["sem_seg"]).all()
     if panoptic:
         assert "panoptic_seg" in out and "instances" in out

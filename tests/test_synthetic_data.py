@@ -14,6 +14,8 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from run_once import run_once
+from tool_utils import call_main
 
 from rsp_d2.data.synthetic.publish import MARKER_NAME
 from rsp_d2.data.coco_panoptic_stuff import semantic_id_map
@@ -296,7 +298,7 @@ _LOADER_SCRIPT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def builtin_dicts(synthetic_root):
+def builtin_dicts(synthetic_root, tmp_path_factory):
     """Detectron2's builtin datasets loaded with DETECTRON2_DATASETS=synthetic_root (subprocess:
     the builtin names are bound to the variable at import time)."""
     names = [
@@ -305,15 +307,20 @@ def builtin_dicts(synthetic_root):
         "coco_2017_train_panoptic_separated",
         "coco_2017_val_panoptic_separated",
     ]
-    env = dict(os.environ, DETECTRON2_DATASETS=str(synthetic_root))
-    proc = subprocess.run(
-        [sys.executable, "-c", _LOADER_SCRIPT, *names],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def build(_):
+        env = dict(os.environ, DETECTRON2_DATASETS=str(synthetic_root))
+        proc = subprocess.run(
+            [sys.executable, "-c", _LOADER_SCRIPT, *names],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return run_once(tmp_path_factory, "builtin_dicts", build)
 
 
+@pytest.mark.slow
 def test_detectron2_loads_cityscapes(builtin_dicts, synthetic_root):
     from cityscapesscripts.helpers.labels import labels
 
@@ -431,6 +438,7 @@ def test_refuses_to_overwrite_foreign_dataset(tmp_path):
 # ---------------------------------------------------------------- the CLI
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     tool = os.path.join(REPO, "tools", "make_synthetic_datasets.py")
     cmd = [sys.executable, tool, "--root", str(tmp_path), "--only", "coco"]
@@ -438,8 +446,8 @@ def test_cli(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert "generated" in first.stdout and not (tmp_path / "cityscapes").exists()
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # the entry point ran above; these two in-process
+    again = call_main(*cmd[1:])
     assert again.returncode == 0 and "already complete" in again.stdout
-    bad_cmd = [sys.executable, tool, "--root", str(tmp_path), "--num-train", "0"]
-    bad = subprocess.run(bad_cmd, capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "--num-train" in bad.stderr
+    bad = call_main(tool, "--root", tmp_path, "--num-train", "0")
+    assert bad.returncode == 2 and "--num-train" in bad.stderr

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tool_utils import IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, run_tool
+from tool_utils import (IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, call_main,
+                        run_tool)
 
 
 def test_figures_have_the_promised_pixel_size(tmp_path):
@@ -34,9 +35,9 @@ def test_visualize_relations_draws_the_three_figures(tiny, val_images, tmp_path)
 
     (cfg, ckpt), (base_cfg, base_ckpt) = tiny["rsp"], tiny["baseline"]
     out = tmp_path / "figures"
-    proc = run_tool("tools/visualize_relations.py", "--config-file", cfg, "--checkpoint", ckpt,
-                    "--input", val_images[0], "--output", out, "--pixels", "100,200", "250,0",
-                    "--baseline-config", base_cfg, "--baseline-checkpoint", base_ckpt)
+    proc = call_main("tools/visualize_relations.py", "--config-file", cfg, "--checkpoint", ckpt,
+                     "--input", val_images[0], "--output", out, "--pixels", "100,200", "250,0",
+                     "--baseline-config", base_cfg, "--baseline-checkpoint", base_ckpt)
     assert_ok(proc)
     # RSP-4: 4 relation modules, 2 pixels; levels p2-p7 (6), two models.
     assert relations_figure_size(2, 4) == (420 + 300 * 4, 70 + 300 * 2) == (1620, 670)
@@ -66,8 +67,8 @@ def test_visualize_relations_refuses_bad_input(case, tiny, val_images, unreadabl
     else:
         image = unreadable_image
         expected = ["cannot read image", unreadable_image]
-    proc = run_tool("tools/visualize_relations.py", "--config-file", cfg, "--checkpoint", ckpt,
-                    "--input", image, "--output", tmp_path / "out")
+    proc = call_main("tools/visualize_relations.py", "--config-file", cfg, "--checkpoint", ckpt,
+                     "--input", image, "--output", tmp_path / "out")
     assert_clear_error(proc, *expected)
     assert not (tmp_path / "out").exists()
 
@@ -191,8 +192,8 @@ def test_plot_metrics_two_runs(tmp_path):
     _write_metrics(tmp_path / "rsp4" / "metrics.json", 1.0)
     _write_metrics(tmp_path / "baseline" / "metrics.json", 1.3)
     out = tmp_path / "curves.png"
-    proc = run_tool("tools/plot_metrics.py", tmp_path / "rsp4", tmp_path / "baseline/metrics.json",
-                    "--output", out)
+    proc = call_main("tools/plot_metrics.py", tmp_path / "rsp4", tmp_path / "baseline/metrics.json",
+                     "--output", out)
     assert_ok(proc)
     assert metrics_figure_size(3) == (1200, 960)  # losses, learning rate, sem_seg
     assert_png(out, (1200, 960))
@@ -234,7 +235,7 @@ def test_plot_metrics_names_the_line_that_is_not_json(tmp_path):
     _write_metrics(metrics, 1.0)
     with open(metrics, "a") as f:
         f.write('{"iteration": 419, "total_loss": 0.5\n')  # a run killed mid-write
-    proc = run_tool("tools/plot_metrics.py", run, "--output", tmp_path / "x.png")
+    proc = call_main("tools/plot_metrics.py", run, "--output", tmp_path / "x.png")
     # 20 training and 4 evaluation lines come before it.
     assert_clear_error(proc, metrics, "line 25", "not JSON")
     assert not (tmp_path / "x.png").exists()

@@ -1,4 +1,7 @@
 """Helpers of the tests that run the command-line tools on tiny models and synthetic data."""
+import contextlib
+import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -51,6 +54,49 @@ def make_tiny(directory, name, base):
 def run_tool(*args, cwd=REPO):
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
                           text=True, timeout=600)
+
+
+def call_main(script, *args):
+    """``python script *args`` run in this process: the script's ``main(argv)``, with its stdout
+    and stderr captured, as a CompletedProcess like :func:`run_tool`'s.
+
+    For the tests of what a tool refuses: a fresh interpreter costs seconds of imports, and the
+    refusal happens in ``main``. The ``if __name__ == "__main__"`` line is covered by each tool's
+    :func:`run_tool` test. Not for runs on the synthetic datasets (``DETECTRON2_DATASETS`` is
+    read once per interpreter), nor for checking what a tool logs: Detectron2's ``setup_logger``
+    is cached, so its handler keeps the stdout of the first call.
+    """
+    module = _script_module(script)
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(REPO)  # where run_tool runs, for the relative paths in args
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = module.main([str(a) for a in args])
+    except SystemExit as e:  # argparse's refusals, and sys.exit(...)
+        code = e.code
+    finally:
+        os.chdir(cwd)
+    if isinstance(code, str):  # sys.exit("message"): Python prints it to stderr, exits 1
+        err.write(code + "\n")
+        code = 1
+    return subprocess.CompletedProcess([script, *args], code or 0, out.getvalue(), err.getvalue())
+
+
+def _script_module(script):
+    path = os.path.join(REPO, script)
+    name = "_script_" + os.path.splitext(os.path.relpath(path, REPO))[0].replace(os.sep, "_")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        # as `python script` does: the script's folder first on sys.path (demo/predictor.py)
+        sys.path.insert(0, os.path.dirname(path))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.remove(os.path.dirname(path))
+        sys.modules[name] = module
+    return sys.modules[name]
 
 
 def assert_ok(proc):

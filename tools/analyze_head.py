@@ -11,7 +11,7 @@ import sys
 from rsp_d2.analysis.flops import count_head
 from rsp_d2.analysis.paper_tables import FLOPS_TOLERANCE_G, format_rows, reproduce_rows
 from rsp_d2.config import load_config
-from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.utils.file_io import write_json_atomic
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
@@ -33,7 +33,7 @@ def main(argv=None):
         try:
             cfg = load_config(args.config_file)
         except InputError as e:
-            sys.exit(f"error: {e}")
+            exit_with_error(e)
         r = count_head(cfg, h, w, shrink=None)
         print(f"{args.config_file} at {h}x{w}: head {r['flops'] / 1e9:.3f} GFLOPs (multiply-adds), "
               f"{r['params'] / 1e6:.3f} M parameters")

@@ -50,7 +50,7 @@ def main(argv=None):
     from rsp_d2.analysis.compare import parse_variant, plan, run_comparison
     from rsp_d2.analysis.compare_presets import preset_variants
     from rsp_d2.analysis.compare_report import CONTEXT_CLASSES, collect, write_report
-    from rsp_d2.utils.errors import InputError
+    from rsp_d2.utils.errors import InputError, exit_with_error
 
     try:
         variants = preset_variants(args.preset) if args.preset else []
@@ -75,8 +75,7 @@ def main(argv=None):
                          classes=args.classes or CONTEXT_CLASSES)
         paths = write_report(report, args.report or os.path.join(args.output, "comparison"))
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        exit_with_error(e)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     if report["missing"]:

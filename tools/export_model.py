@@ -20,7 +20,7 @@ from rsp_d2.engine.predictor import read_image
 from rsp_d2.export import (EXPORT_METHODS, FORMATS, OPSET, build_export_adapter, check_export_args,
                            export_model,
                            image_to_tensor, verify_export)
-from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.utils.file_io import write_bytes_atomic
 
 
@@ -54,8 +54,7 @@ def main(argv=None) -> int:
         adapter = build_export_adapter(cfg, labels=args.labels)
         data = export_model(adapter, sample, args.format, args.export_method)
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        exit_with_error(e)
     write_bytes_atomic(args.output, data)
     check = verify_export(adapter, data, args.format, sample)
     what = f"opset {OPSET}" if args.format == "onnx" else "traced TorchScript"

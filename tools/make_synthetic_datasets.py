@@ -31,6 +31,7 @@ def main(argv=None):
 
     # Imported after parsing so that --help and usage errors do not pay for torch/detectron2.
     from rsp_d2.data.synthetic import DEFAULT_SIZES, generate_datasets
+    from rsp_d2.utils.errors import exit_with_error
 
     start = time.perf_counter()
     try:
@@ -42,7 +43,7 @@ def main(argv=None):
             only=args.only,
         )
     except FileExistsError as e:
-        parser.exit(1, f"error: {e}\n")
+        exit_with_error(e)
     for name, built in done.items():
         n_train = args.num_train or DEFAULT_SIZES[name][0]
         n_val = args.num_val or DEFAULT_SIZES[name][1]

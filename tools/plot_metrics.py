@@ -10,10 +10,9 @@ without per-class ones). One subplot per group (losses, learning rate, each eval
 the PNG is 1200 x (60 + 300 S) pixels for S subplots.
 """
 import argparse
-import sys
 
 from rsp_d2.visualization.figures import save_figure
-from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.visualization.metrics import load_run, metrics_figure_size, plot_metrics
 
 
@@ -29,7 +28,7 @@ def main(argv=None):
         num_subplots = len(fig.axes)
         save_figure(fig, args.output)
     except InputError as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(e)
     w, h = metrics_figure_size(num_subplots)
     print(f"wrote {args.output} ({w} x {h}, {len(runs)} runs)")
 

@@ -43,6 +43,7 @@ def main(argv=None):
         parser.error("need --coco-root, or all of --panoptic-json, --panoptic-root, --output-dir")
 
     from rsp_d2.data.coco_panoptic_stuff import convert_coco_root, convert_panoptic_json
+    from rsp_d2.utils.errors import exit_with_error
 
     try:
         if args.coco_root is not None:
@@ -54,7 +55,7 @@ def main(argv=None):
             count = convert_panoptic_json(*single, workers=args.workers)
             print(f"wrote {count} PNGs to {args.output_dir}")
     except (OSError, ValueError) as e:
-        parser.exit(1, f"error: {e}\n")
+        exit_with_error(e)
 
 
 if __name__ == "__main__":

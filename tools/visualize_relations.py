@@ -17,10 +17,9 @@ Writes into OUT_DIR:
                      B = 1 or 2 models.
 """
 import argparse
-import sys
 
 from rsp_d2.visualization.head_figures import make_head_figures, parse_pixel
-from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.visualization.relations import BACKGROUNDS
 
 
@@ -59,7 +58,7 @@ def main(argv=None):
             baseline_config=args.baseline_config, baseline_checkpoint=args.baseline_checkpoint,
             opts=args.opts, max_colors=args.max_colors, content=content)
     except InputError as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(e)
     for name, path in paths.items():
         print(f"{name}: {path}")
     for module, s in content.items():  # rsp_d2.analysis.relation_content
