@@ -167,3 +167,21 @@ def test_checkpoint_write_is_atomic(tmp_path):
     checkpointer.save("model_0000002")
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000002.pth"
     assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000002.pth")
+
+
+def test_a_finished_process_closes_its_process_groups(tmp_path):
+    """main() ends each process of a distributed job by destroying its process groups: left to
+    interpreter exit, Gloo's threads can abort a complete run (SIGABRT)."""
+    import torch.distributed as dist
+
+    from rsp_d2.engine.launcher import _close_process_groups
+
+    _close_process_groups()  # not distributed: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        _close_process_groups()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -2,6 +2,8 @@
 import argparse
 import sys
 
+import torch.distributed as dist
+
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -56,10 +58,26 @@ def main(args):
         path, strict = checkpoint_to_load(cfg, resume=args.resume, eval_only=True)
         AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=strict,
                                     model_config=model_config_of(cfg)).load(path)
-        return RSPTrainer.test(cfg, model)
-    trainer = RSPTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+        result = RSPTrainer.test(cfg, model)
+    else:
+        trainer = RSPTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        result = trainer.train()
+    _close_process_groups()
+    return result
+
+
+def _close_process_groups():
+    """Destroy the process groups Detectron2's ``launch`` created, once every rank is done.
+
+    Detectron2 leaves them to interpreter exit, where Gloo's worker threads can still hold
+    work: the process then aborts ("terminate called without an active exception", SIGABRT)
+    after a complete run, seen with torch 2.14 (pytorch/pytorch#190489, #179291). PyTorch's
+    documented shutdown is this call at the end of each trainer process.
+    """
+    if dist.is_available() and dist.is_initialized():
+        comm.synchronize()
+        dist.destroy_process_group()
 
 
 def run(args):
