@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-# Under xdist the workers share the cores: one intra-op thread pool per core, not per worker
-# (oversubscribed OpenMP pools spin against each other). Set before torch is first imported,
-# so that the subprocesses the tests start inherit it too.
 def _cores():
     """The cores this process may run on (a container's share, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Under xdist the workers share the cores: one intra-op thread pool per core, not per worker
+# (oversubscribed OpenMP pools spin against each other). Set before torch is first imported,
+# so that the subprocesses the tests start inherit it too.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(
         max(1, _cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))

@@ -9,6 +9,8 @@ import fcntl
 import json
 import os
 
+from rsp_d2.utils.file_io import write_json_atomic
+
 __all__ = ["run_once"]
 
 
@@ -27,8 +29,5 @@ def run_once(tmp_path_factory, name, build):
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if not result.exists():
             directory = tmp_path_factory.mktemp(name)
-            value = build(directory)
-            tmp = result.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(value))
-            os.replace(tmp, result)
+            write_json_atomic(result, build(directory), sort_keys=False)
     return json.loads(result.read_text())

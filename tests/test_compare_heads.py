@@ -72,6 +72,7 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     assert f"{rsp4['mIoU']['median']:.1f}" in table and "| sum | 0 |" in table
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # the same command in this process (the tool's entry point ran twice above)
     again = call_main(*_command(out, "--collect-only", "--report", str(tmp_path / "r"))[1:])
     assert again.returncode == 0 and "[run]" not in again.stdout, again.stdout
     with open(tmp_path / "r.json") as f:

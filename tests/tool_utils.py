@@ -73,13 +73,10 @@ def call_main(script, *args):
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = module.main([str(a) for a in args])
-    except SystemExit as e:  # argparse's refusals, and sys.exit(...)
+    except SystemExit as e:  # argparse's refusals, and exit_with_error's
         code = e.code
     finally:
         os.chdir(cwd)
-    if isinstance(code, str):  # sys.exit("message"): Python prints it to stderr, exits 1
-        err.write(code + "\n")
-        code = 1
     return subprocess.CompletedProcess([script, *args], code or 0, out.getvalue(), err.getvalue())
 
 
