@@ -3,16 +3,13 @@
 The report is written in two runs, ``--only rse heads`` then ``--only deploy`` into the same
 file, so the tests also check that a section run keeps the sections it does not measure."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from run_once import run_once
+from tool_utils import run_tool
 
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow  # two runs of the tool
 
 
@@ -21,10 +18,8 @@ def quick_report(tmp_path_factory):
     def build(directory):
         out = directory / "benchmarks.json"
         for sections in (["rse", "heads"], ["deploy"]):
-            proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "benchmark.py"),
-                                   "--quick", "--device", "cpu", "--out", str(out),
-                                   "--only", *sections],
-                                  cwd=REPO, capture_output=True, text=True, timeout=600)
+            proc = run_tool("tools/benchmark.py", "--quick", "--device", "cpu", "--out", out,
+                            "--only", *sections)
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
         return json.loads(out.read_text()), out.with_suffix(".md").read_text()
 

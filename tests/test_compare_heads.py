@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tool_utils import call_main
+from tool_utils import call_main, run_tool
 from train_net_utils import REPO, SEMANTIC_TINY, TIMEOUT_S, env_for
 
 TOOL = str(REPO / "tools" / "compare_heads.py")
@@ -29,7 +29,7 @@ def _results(out, name):
 
 
 @pytest.mark.slow
-def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path):
+def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path, monkeypatch):
     out = tmp_path / "cmp"
     env = env_for(synthetic_root, threads=1)
     first = out / "rsp4" / "seed0" / "inference" / "results.json"
@@ -46,9 +46,11 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     stamp = model.stat().st_mtime_ns
     assert not (out / "sum" / "seed0" / "inference" / "results.json").exists()
 
-    done = subprocess.run(_command(out), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 0, done.stdout[-4000:]
+    # resumed in this process (the entry point ran above); its runs get the same environment
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    done = call_main(*_command(out)[1:])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "[skip] rsp4 seed 0" in done.stdout and "[run]  sum seed 0" in done.stdout
     assert model.stat().st_mtime_ns == stamp  # not retrained
 
@@ -72,7 +74,7 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     assert f"{rsp4['mIoU']['median']:.1f}" in table and "| sum | 0 |" in table
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # the same command in this process (the tool's entry point ran twice above)
+    # and collected again, without training
     again = call_main(*_command(out, "--collect-only", "--report", str(tmp_path / "r"))[1:])
     assert again.returncode == 0 and "[run]" not in again.stdout, again.stdout
     with open(tmp_path / "r.json") as f:
@@ -97,11 +99,9 @@ def test_bad_input_is_one_error_line(tmp_path, args, message):
 def test_mini_preset_reports_flops_and_missing_runs_without_training(tmp_path):
     """The README's benchmark preset: every variant's config merges and its head is counted;
     with no finished run the report lists them all as missing."""
-    proc = subprocess.run([sys.executable, TOOL, "--preset", "mini", "--seeds", "0", "1",
-                           "--output", str(tmp_path), "--collect-only"], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:]
+    proc = run_tool(TOOL, "--preset", "mini", "--seeds", "0", "1", "--output", tmp_path,
+                    "--collect-only")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     with open(tmp_path / "comparison.json") as f:
         report = json.load(f)
     names = ["sum", "semantic_fpn", "rsp54", "rsp2", "self2", "context2", "rsp4", "sum_p2p7"]

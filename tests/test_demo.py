@@ -1,7 +1,5 @@
 """tools/train_demo.py (`make demo`) and the demo configs."""
 import re
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,7 +7,7 @@ import pytest
 from PIL import Image
 
 from rsp_d2.engine import load_cfg
-from train_net_utils import PANOPTIC_TINY, REPO, SEMANTIC_TINY, TIMEOUT_S, env_for, results
+from train_net_utils import PANOPTIC_TINY, REPO, SEMANTIC_TINY, results, run_python
 
 DEMO_CONFIG = "configs/demo/rsp4_R18_synthetic.yaml"
 
@@ -38,12 +36,9 @@ def test_demo_config_keeps_the_cityscapes_recipe():
 @pytest.mark.slow
 def test_train_demo_end_to_end(synthetic_root, tmp_path):
     """The demo's code path on the tiny config (the real demo trains for minutes)."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train_demo.py"), "--data-root", str(synthetic_root),
-         "--config-file", str(REPO / SEMANTIC_TINY), "--output-dir", str(tmp_path),
-         "--num-overlays", "2"],
-        cwd=REPO, env=env_for("unused: train_demo sets it"), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S)
+    proc = run_python(REPO / "tools" / "train_demo.py", "--data-root", synthetic_root,
+                      "--config-file", REPO / SEMANTIC_TINY, "--output-dir", tmp_path,
+                      "--num-overlays", "2", data_root="unused: train_demo sets it")
     assert proc.returncode == 0, proc.stdout[-8000:]
     log = proc.stdout
     assert "already there, reused" in log  # the session's synthetic data, not regenerated

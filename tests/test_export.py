@@ -5,12 +5,10 @@ max |logits difference| <= 1e-4 of the logits' range, argmax agreement >= 99.99 
 """
 import io
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from tool_utils import call_main
+from tool_utils import call_main, run_tool
 
 from detectron2.modeling import build_model
 
@@ -124,8 +122,7 @@ def test_unexportable_relation_refuses_to_trace():
 
 
 def _tool(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_model.py"), *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    return run_tool("tools/export_model.py", *args)
 
 
 @pytest.mark.slow

@@ -1,12 +1,10 @@
 """`tools/analyze_head.py` reproduces the paper's head FLOPs and "# param." columns."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from run_once import run_once
-from tool_utils import call_main
+from tool_utils import call_main, run_tool
 
 from rsp_d2.analysis.flops import build_head_for_analysis, count_head
 from rsp_d2.analysis.paper_tables import (
@@ -63,9 +61,8 @@ def test_known_values_and_ratios(tables):
 @pytest.mark.slow
 def test_single_config(tmp_path):
     out = tmp_path / "one.json"
-    proc = subprocess.run([sys.executable, "tools/analyze_head.py", "--config-file",
-                           "configs/cityscapes/rsp2_R50.yaml", "--input-size", "512", "1024",
-                           "--json", str(out)], cwd=REPO, capture_output=True, text=True)
+    proc = run_tool("tools/analyze_head.py", "--config-file", "configs/cityscapes/rsp2_R50.yaml",
+                    "--input-size", "512", "1024", "--json", out)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())
     # A quarter of the pixels of 1024 x 2048; f_p's k*k*C*M per module does not scale.

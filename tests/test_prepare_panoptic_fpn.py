@@ -2,13 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from tool_utils import call_main
+from tool_utils import call_main, run_tool
 
 from rsp_d2.data.coco_panoptic_stuff import (
     convert_coco_root,
@@ -61,9 +59,7 @@ def _write_panoptic(coco_root, split, segments=SEGMENTS, plan=ID_PLAN, n_images=
 
 
 def _run_tool(*args, env=None):
-    return subprocess.run(
-        [sys.executable, TOOL, *args], capture_output=True, text=True, timeout=120, env=env
-    )
+    return run_tool(TOOL, *args, env=env)
 
 
 def test_id_map_matches_detectron2_metadata():

@@ -6,14 +6,12 @@ tests/kill_at.py makes each kill land at an exact moment; each resume must also 
 killed write's temporary file and drop the metrics.json records it writes again.
 """
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from train_net_utils import REPO, SEMANTIC_TINY, TIMEOUT_S, env_for, metrics, results, \
-    same_numbers, train_net
+from train_net_utils import REPO, SEMANTIC_TINY, metrics, results, run_python, same_numbers, \
+    train_net
 
 KILL_AT = str(REPO / "tests" / "kill_at.py")
 
@@ -24,10 +22,8 @@ def _weights(path):
 
 def _killed(moment, arg, opts, data_root):
     """The output of train_net.py with `opts` until tests/kill_at.py kills it at `moment`."""
-    proc = subprocess.run(
-        [sys.executable, KILL_AT, moment, arg, "--", "--config-file", SEMANTIC_TINY, *opts],
-        cwd=REPO, env=env_for(data_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=TIMEOUT_S)
+    proc = run_python(KILL_AT, moment, arg, "--", "--config-file", SEMANTIC_TINY, *opts,
+                      data_root=data_root)
     assert proc.returncode == -9, proc.stdout[-4000:]
     return proc.stdout
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from run_once import run_once
-from tool_utils import call_main
+from tool_utils import call_main, run_tool
 
 from rsp_d2.data.synthetic.publish import MARKER_NAME
 from rsp_d2.data.coco_panoptic_stuff import semantic_id_map
@@ -441,13 +441,13 @@ def test_refuses_to_overwrite_foreign_dataset(tmp_path):
 @pytest.mark.slow
 def test_cli(tmp_path):
     tool = os.path.join(REPO, "tools", "make_synthetic_datasets.py")
-    cmd = [sys.executable, tool, "--root", str(tmp_path), "--only", "coco"]
+    cmd = [tool, "--root", str(tmp_path), "--only", "coco"]
     cmd += ["--num-train", "1", "--num-val", "1", "--seed", "3"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    first = run_tool(*cmd)
     assert first.returncode == 0, first.stderr
     assert "generated" in first.stdout and not (tmp_path / "cityscapes").exists()
     # the entry point ran above; these two in-process
-    again = call_main(*cmd[1:])
+    again = call_main(*cmd)
     assert again.returncode == 0 and "already complete" in again.stdout
     bad = call_main(tool, "--root", tmp_path, "--num-train", "0")
     assert bad.returncode == 2 and "--num-train" in bad.stderr

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fork_server import run_python
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = (256, 512)  # (height, width) of the synthetic Cityscapes images
 
@@ -51,20 +53,22 @@ def make_tiny(directory, name, base):
     return cfg_path, os.path.join(directory, f"{name}.pth")
 
 
-def run_tool(*args, cwd=REPO):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+def run_tool(script, *args, env=None):
+    """``python script *args`` in the repository root, a process of its own (forked from a warm
+    interpreter: tests/fork_server.py) with stdout and stderr captured: a CompletedProcess."""
+    return run_python(os.path.join(REPO, script), *args, env=env)
 
 
 def call_main(script, *args):
     """``python script *args`` run in this process: the script's ``main(argv)``, with its stdout
     and stderr captured, as a CompletedProcess like :func:`run_tool`'s.
 
-    For the tests of what a tool refuses: a fresh interpreter costs seconds of imports, and the
-    refusal happens in ``main``. The ``if __name__ == "__main__"`` line is covered by each tool's
-    :func:`run_tool` test. Not for runs on the synthetic datasets (``DETECTRON2_DATASETS`` is
-    read once per interpreter), nor for checking what a tool logs: Detectron2's ``setup_logger``
-    is cached, so its handler keeps the stdout of the first call.
+    For the tests of what a tool refuses: a process of its own costs imports, and the refusal
+    happens in ``main``. The ``if __name__ == "__main__"`` line is covered by each tool's test
+    in a process of its own (:func:`run_tool`, or docs/make_figures.sh). Not for runs on the
+    synthetic datasets (``DETECTRON2_DATASETS`` is read once per interpreter), nor for checking
+    what a tool logs: Detectron2's ``setup_logger`` is cached, so its handler keeps the stdout
+    of the first call.
     """
     module = _script_module(script)
     out, err = io.StringIO(), io.StringIO()
