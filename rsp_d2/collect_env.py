@@ -16,6 +16,8 @@ from typing import List, Tuple
 
 import torch
 
+from .utils.machine import cpu_flags, cpu_model
+
 __all__ = ["collect_rsp_env_info", "collect_env_info", "main"]
 
 _DTYPES = {"cpu": (torch.float32, torch.bfloat16),
@@ -44,10 +46,8 @@ def _cpu_isa() -> str:
     x86-64 ISA and picks by CPU at run time."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return f"baseline ({platform.machine()})"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
+    flags = cpu_flags()
+    if not flags:
         return "unknown (no /proc/cpuinfo)"
     return "AVX2+FMA" if {"avx2", "fma"} <= set(flags) else "baseline x86-64 (no AVX2+FMA)"
 
@@ -58,7 +58,7 @@ def _extension_rows() -> List[Tuple[str, str]]:
     if rse_cpp.HAS_CPP_EXT:
         return [("rsp_d2._C", f"loaded from {rse_cpp._C.__file__}"),
                 ("rsp_d2._C source hash", f"{rse_cpp._C.source_sha} (matches the source: ok)"),
-                ("rsp_d2._C loops", _cpu_isa())]
+                ("rsp_d2._C loops", _cpu_isa()), ("CPU", cpu_model())]
     return [("rsp_d2._C", f"unavailable: {rse_cpp.CPP_EXT_ERROR}; 'auto' uses 'chunked' on CPU")]
 
 

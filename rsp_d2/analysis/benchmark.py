@@ -21,20 +21,11 @@ from typing import Callable, Dict, List
 
 import torch
 
+from ..utils.machine import cpu_model
+
 __all__ = ["machine_info", "time_run", "summarize", "peak_extra_memory_mb", "load_average"]
 
 _PRELOAD = ["torch", "rsp_d2.analysis.benchmark_cases"]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> List[float]:
@@ -47,7 +38,7 @@ def load_average() -> List[float]:
 
 def machine_info(device: str = "cpu") -> Dict:
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

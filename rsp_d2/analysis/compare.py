@@ -19,12 +19,14 @@ from typing import Dict, List, Optional, Sequence
 
 from ..utils.errors import InputError
 from ..utils.file_io import write_json_atomic
+from ..utils.machine import cpu_model
 from .compare_presets import PRESETS
 
 __all__ = ["Variant", "RunFailed", "parse_variant", "plan", "run_dir", "run_comparison",
            "PRESETS"]
 
 RESULTS = os.path.join("inference", "results.json")
+FINAL_MODEL = "model_final.pth"
 RUN_INFO = "run_info.json"
 RELATION_CONTENT = "relation_content.json"
 
@@ -81,7 +83,9 @@ def run_dir(root: str, variant: Variant, seed: int) -> str:
 
 
 def is_finished(out: str) -> bool:
-    return os.path.isfile(os.path.join(out, RESULTS))
+    """A run counts only when training ended normally: ``train_net.py`` writes the final
+    evaluation after ``model_final.pth``, and an interrupted run writes neither."""
+    return all(os.path.isfile(os.path.join(out, p)) for p in (FINAL_MODEL, RESULTS))
 
 
 def train_argv(variant: Variant, seed: int, out: str, num_gpus: int) -> List[str]:
@@ -116,10 +120,16 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
         raise RunFailed(f"run {variant.name} seed {seed} exited without {RESULTS}")
     info = {"variant": variant.name, "seed": seed, "config_file": variant.config_file,
             "opts": list(variant.opts), "num_gpus": num_gpus, "train_net_argv": argv,
-            "wall_s": wall}
+            "wall_s": wall, "cpu": cpu_model(), "threads": _threads()}
     write_json_atomic(info_path, info, indent=2)
     log(f"       done in {wall:.0f}s", flush=True)
     return info
+
+
+def _threads() -> int:
+    """The intra-op threads a run gets: OMP_NUM_THREADS where set, else one per core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
 
 
 def _spawn(worker_argv: List[str], out: str, data_root: Optional[str], what: str) -> None:

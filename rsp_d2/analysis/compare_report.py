@@ -74,7 +74,9 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
             info_path = os.path.join(out, RUN_INFO)  # absent for runs made by hand
             if os.path.isfile(info_path):
                 with open(info_path) as f:
-                    runs[s]["wall_s"] = json.load(f).get("wall_s")
+                    info = json.load(f)
+                runs[s]["wall_s"] = info.get("wall_s")
+                runs[s]["cpu"] = info.get("cpu")
             rel = os.path.join(out, RELATION_CONTENT)
             if os.path.isfile(rel):
                 with open(rel) as f:
@@ -90,6 +92,7 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
                                               for r in runs.values()])["median"]
                                 for c in classes}
         report["variants"][v.name] = entry
+    report["cpu"] = _one_cpu(report["variants"])
     ref_runs = report["variants"][reference]["runs"]
     for name, entry in report["variants"].items():
         if name != reference and entry["runs"]:
@@ -97,6 +100,21 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
                 {s: r["mIoU"] for s, r in entry["runs"].items()},
                 {s: r["mIoU"] for s, r in ref_runs.items()}, confidence)
     return report
+
+
+def _one_cpu(variants: Dict) -> Optional[str]:
+    """The CPU model every run was made on (None when no run recorded one); runs from two
+    models are refused, since floats differ across CPU types and a pairing would mix them."""
+    cpus = {}
+    for name, entry in variants.items():
+        for seed, run in entry["runs"].items():
+            if run.get("cpu"):
+                cpus.setdefault(run["cpu"], f"{name}/seed{seed}")
+    if len(cpus) > 1:
+        shown = "; ".join(f"{cpu!r} (e.g. {where})" for cpu, where in sorted(cpus.items()))
+        raise InputError(f"the runs come from {len(cpus)} CPU models: {shown}; runs of different "
+                         "CPU types are not compared: put each machine's runs in its own --output")
+    return next(iter(cpus), None)
 
 
 def _f(x, digits=1):
@@ -112,7 +130,8 @@ def markdown_table(report: Dict) -> str:
              f"Δ vs {report['reference']} (mean [{pct}% CI])", "wins/losses"]
             + [f"{c} IoU" for c in classes] + ["head GFLOPs", "head params (M)",
                                                "relation content per module", "run wall s"])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [f"Runs made on: {report.get('cpu') or 'CPU not recorded'}", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, e in report["variants"].items():
         m = e.get("mIoU", {})
         d = e.get("vs_reference")
