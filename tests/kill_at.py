@@ -1,5 +1,6 @@
-"""``python tests/kill_at.py MOMENT ARG -- TRAIN_NET_ARGS...``: train_net.py, SIGKILLed by
-itself at a chosen moment, so that the kill-and-resume tests are deterministic:
+"""``python tests/kill_at.py MOMENT ARG [SIGNAL] -- TRAIN_NET_ARGS...``: train_net.py, sent
+SIGNAL (default SIGKILL; SIGINT as Ctrl-C, SIGTERM) by itself at a chosen moment, so that the
+kill-and-resume tests are deterministic:
 
 * ``iteration N``: during iteration N, after its forward pass, before the optimizer step;
 * ``write NAME``: while writing checkpoint NAME (e.g. model_0000005.pth), after its bytes are
@@ -11,9 +12,12 @@ import signal
 import sys
 
 
+_SIGNAL = [signal.SIGKILL]
+
+
 def _kill():
     sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), _SIGNAL[0])
 
 
 def _kill_in_iteration(n):
@@ -41,8 +45,11 @@ def _kill_in_write(name):
 
 
 if __name__ == "__main__":
-    moment, arg, sep, *train_args = sys.argv[1:]
-    assert sep == "--", sys.argv
+    split = sys.argv.index("--")
+    moment, arg, *sig = sys.argv[1:split]
+    train_args = sys.argv[split + 1:]
+    if sig:
+        _SIGNAL[0] = getattr(signal, sig[0])
     {"iteration": lambda: _kill_in_iteration(int(arg)), "write": lambda: _kill_in_write(arg)}[
         moment]()
     sys.argv = ["train_net.py", *train_args]

@@ -13,6 +13,7 @@ from rsp_d2.analysis.paper_tables import FLOPS_TOLERANCE_G, format_rows, reprodu
 from rsp_d2.config import load_config
 from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.utils.file_io import write_json_atomic
+from rsp_d2.utils.paths import check_output_file
 
 CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
@@ -23,17 +24,22 @@ def main(argv=None):
     p.add_argument("--input-size", nargs=2, type=int, default=[1024, 2048], metavar=("H", "W"))
     p.add_argument("--paper-tables", action="store_true",
                    help="reproduce Tables I, IV, V(a), V(b) and VI of the paper")
-    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--json", help="also write the numbers to this JSON file (in an existing "
+                                  "folder)")
     args = p.parse_args(argv)
     if bool(args.config_file) == bool(args.paper_tables):
         p.error("give exactly one of --config-file and --paper-tables")
     h, w = args.input_size
+    try:  # before the counting, which takes minutes for --paper-tables
+        if h < 1 or w < 1:
+            raise InputError(f"--input-size {h} {w}: expected two positive integers")
+        if args.json is not None:
+            check_output_file(args.json, "--json")
+        cfg = load_config(args.config_file) if args.config_file else None
+    except InputError as e:
+        exit_with_error(e)
 
-    if args.config_file:
-        try:
-            cfg = load_config(args.config_file)
-        except InputError as e:
-            exit_with_error(e)
+    if cfg is not None:
         r = count_head(cfg, h, w, shrink=None)
         print(f"{args.config_file} at {h}x{w}: head {r['flops'] / 1e9:.3f} GFLOPs (multiply-adds), "
               f"{r['params'] / 1e6:.3f} M parameters")
@@ -48,7 +54,7 @@ def main(argv=None):
         bad = [r for r in result if not r["within_tolerance"] and not r["contradiction"]]
         if bad:
             print(f"\n{len(bad)} row(s) outside tolerance: {[r['config'] for r in bad]}")
-    if args.json:
+    if args.json is not None:
         write_json_atomic(args.json, result, indent=1, sort_keys=False)
     return 1 if bad else 0
 

@@ -6,7 +6,8 @@
     python tools/benchmark.py --only deploy   # one section; the others are kept from --out
 
 Writes --out (JSON, default docs/benchmarks.json) and the markdown table next to it
-(docs/benchmarks.md). Measurement helpers: rsp_d2/analysis/benchmark.py; cases:
+(docs/benchmarks.md), creating their folder. The arguments and both paths are checked before
+anything is measured. Measurement helpers: rsp_d2/analysis/benchmark.py; cases:
 rsp_d2/analysis/benchmark_cases.py.
 """
 import argparse
@@ -18,11 +19,13 @@ import sys
 import torch
 
 from rsp_d2.analysis.benchmark import (
-    load_average, machine_info, peak_extra_memory_mb, summarize, time_run)
+    DEVICES, check_settings, load_average, machine_info, peak_extra_memory_mb, report_paths,
+    summarize, time_run)
 from rsp_d2.analysis.benchmark_cases import build_case
 from rsp_d2.analysis.benchmark_deploy import RUNTIMES, build_deploy_pair
 from rsp_d2.analysis.benchmark_report import render_markdown
 from rsp_d2.layers import available_rse_impls, rse_impl_names
+from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.utils.file_io import write_bytes_atomic, write_json_atomic
 
 HEAD_LABELS = {"semantic_fpn": "Semantic FPN", "baseline": "baseline (sum)", "rsp2": "RSP-2",
@@ -38,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="small shapes, 1 repeat (smoke test)")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per case (median reported)")
     p.add_argument("--train-batch", type=int, default=1, help="batch of the head training step")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help=f"one of {', '.join(DEVICES)} (default: cuda where visible)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                    help="measure these sections; the others are kept from an existing --out")
@@ -219,6 +223,11 @@ def _kept_sections(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        check_settings(out=args.out, device=args.device, repeats=args.repeats,
+                       train_batch=args.train_batch, threads=args.threads)
+    except InputError as e:
+        exit_with_error(e)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -255,7 +264,7 @@ def main(argv=None):
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     write_json_atomic(args.out, results, indent=1, sort_keys=False)
-    md_path = os.path.splitext(args.out)[0] + ".md"
+    md_path = report_paths(args.out)[1]
     write_bytes_atomic(md_path, render_markdown(results).encode("utf-8"))
     print(f"wrote {args.out} and {md_path}")
     for t in results["targets"]:

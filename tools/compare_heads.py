@@ -30,9 +30,11 @@ def parser():
                    help="of the preset, just these variants")
     p.add_argument("--variant", nargs="+", action="append", default=[],
                    metavar="NAME CONFIG [KEY VALUE]", help="a variant (repeatable)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--output", required=True, help="folder of the runs")
-    p.add_argument("--report", default=None, help="report path prefix (OUTPUT/comparison)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4],
+                   help="distinct integers >= 0 (train_net.py's SEED)")
+    p.add_argument("--output", required=True, help="folder of the runs (created if missing)")
+    p.add_argument("--report", default=None, help="report path prefix (OUTPUT/comparison); its "
+                                                  "folder is created if missing")
     p.add_argument("--reference", default=None, help="variant of the paired differences "
                                                      "(default: the first)")
     p.add_argument("--classes", nargs="+", default=None, help="classes whose IoU to show "
@@ -51,6 +53,7 @@ def main(argv=None):
     from rsp_d2.analysis.compare_presets import preset_variants
     from rsp_d2.analysis.compare_report import CONTEXT_CLASSES, collect, write_report
     from rsp_d2.utils.errors import InputError, exit_with_error
+    from rsp_d2.utils.paths import check_output_dir, check_output_file
 
     try:
         variants = preset_variants(args.preset) if args.preset else []
@@ -65,21 +68,33 @@ def main(argv=None):
             raise InputError("--num-gpus must be >= 1 and --relation-images >= 0")
         if args.data_root is not None and not os.path.isdir(args.data_root):
             raise InputError(f"--data-root {args.data_root}: not a folder")
+        negative = [s for s in args.seeds if s < 0]
+        if negative:  # Detectron2 takes SEED < 0 as "pick a random seed": not reproducible
+            raise InputError(f"--seeds {negative}: expected integers >= 0")
+        report = args.report if args.report is not None else os.path.join(args.output,
+                                                                           "comparison")
+        if os.path.basename(report) in ("", ".", ".."):
+            raise InputError(f"--report {report}: expected a path prefix such as "
+                             "DIR/comparison (PREFIX.json, .md and .png are written)")
+        # before any run trains: the report is written hours later
+        check_output_dir(args.output, "--output")
+        for ext in (".json", ".md", ".png"):
+            check_output_file(report + ext, "--report", create_parents=True)
         if args.collect_only:
             plan(variants, args.seeds)
         else:
             run_comparison(variants, args.seeds, args.output, num_gpus=args.num_gpus,
                                    data_root=args.data_root,
                                    relation_images=args.relation_images)
-        report = collect(variants, args.seeds, args.output, reference=args.reference,
-                         classes=args.classes or CONTEXT_CLASSES)
-        paths = write_report(report, args.report or os.path.join(args.output, "comparison"))
+        results = collect(variants, args.seeds, args.output, reference=args.reference,
+                          classes=args.classes or CONTEXT_CLASSES)
+        paths = write_report(results, report)
     except InputError as e:
         exit_with_error(e)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
-    if report["missing"]:
-        print(f"not finished: {', '.join(report['missing'])}")
+    if results["missing"]:
+        print(f"not finished: {', '.join(results['missing'])}")
     return 0
 
 

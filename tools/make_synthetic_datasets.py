@@ -4,8 +4,9 @@
     python tools/make_synthetic_datasets.py --root datasets_synthetic
     export DETECTRON2_DATASETS=datasets_synthetic   # then e.g. cityscapes_fine_sem_seg_train loads
 
-Writes ROOT/cityscapes and ROOT/coco crash-safely; re-running with the same arguments is a fast
-no-op, other arguments regenerate. All logic lives in ``rsp_d2.data.synthetic``.
+Writes ROOT/cityscapes and ROOT/coco crash-safely (ROOT is created if missing); re-running with
+the same arguments is a fast no-op, other arguments regenerate. All logic lives in
+``rsp_d2.data.synthetic``.
 """
 
 import argparse
@@ -23,7 +24,8 @@ def _positive_int(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--root", required=True, help="folder to use as DETECTRON2_DATASETS")
-    parser.add_argument("--seed", type=int, default=0, help="same seed -> identical bytes")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="an integer >= 0; same seed -> identical bytes")
     parser.add_argument("--num-train", type=_positive_int, help="train images per dataset")
     parser.add_argument("--num-val", type=_positive_int, help="val images per dataset")
     parser.add_argument("--only", choices=("cityscapes", "coco"), help="make just one dataset")
@@ -31,10 +33,14 @@ def main(argv=None):
 
     # Imported after parsing so that --help and usage errors do not pay for torch/detectron2.
     from rsp_d2.data.synthetic import DEFAULT_SIZES, generate_datasets
-    from rsp_d2.utils.errors import exit_with_error
+    from rsp_d2.utils.errors import InputError, exit_with_error
+    from rsp_d2.utils.paths import check_output_dir
 
     start = time.perf_counter()
     try:
+        if args.seed < 0:  # numpy's seed sequences take non-negative integers only
+            raise InputError(f"--seed {args.seed}: expected an integer >= 0")
+        check_output_dir(args.root, "--root")
         done = generate_datasets(
             args.root,
             seed=args.seed,
@@ -42,7 +48,7 @@ def main(argv=None):
             num_val=args.num_val,
             only=args.only,
         )
-    except FileExistsError as e:
+    except (FileExistsError, InputError) as e:
         exit_with_error(e)
     for name, built in done.items():
         n_train = args.num_train or DEFAULT_SIZES[name][0]

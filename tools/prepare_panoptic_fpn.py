@@ -32,7 +32,8 @@ def main(argv=None):
                         help="splits for --coco-root")  # fmt: skip
     parser.add_argument("--panoptic-json", help="a panoptic_<split>.json")
     parser.add_argument("--panoptic-root", help="the folder of its panoptic PNGs")
-    parser.add_argument("--output-dir", help="where to write the semantic PNGs")
+    parser.add_argument("--output-dir", help="where to write the semantic PNGs (created if "
+                                             "missing)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="processes to use")  # fmt: skip
     args = parser.parse_args(argv)
@@ -43,15 +44,23 @@ def main(argv=None):
         parser.error("need --coco-root, or all of --panoptic-json, --panoptic-root, --output-dir")
 
     from rsp_d2.data.coco_panoptic_stuff import convert_coco_root, convert_panoptic_json
-    from rsp_d2.utils.errors import exit_with_error
+    from rsp_d2.utils.errors import InputError, exit_with_error
+    from rsp_d2.utils.paths import check_output_dir
 
     try:
+        if args.workers < 1:
+            raise InputError(f"--workers {args.workers}: expected a positive integer")
+        # every output folder before the first PNG: a refusal leaves no split half converted
         if args.coco_root is not None:
+            outputs = {split: os.path.join(args.coco_root, f"panoptic_stuff_{split}")
+                       for split in args.splits}
+            for out in outputs.values():
+                check_output_dir(out, "output folder of --coco-root")
             done = convert_coco_root(args.coco_root, args.splits, workers=args.workers)
             for split, count in done.items():
-                out = os.path.join(args.coco_root, f"panoptic_stuff_{split}")
-                print(f"{split}: wrote {count} PNGs to {out}")
+                print(f"{split}: wrote {count} PNGs to {outputs[split]}")
         else:
+            check_output_dir(args.output_dir, "--output-dir")
             count = convert_panoptic_json(*single, workers=args.workers)
             print(f"wrote {count} PNGs to {args.output_dir}")
     except (OSError, ValueError) as e:

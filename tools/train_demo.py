@@ -9,6 +9,8 @@
 3. evaluates with the official Cityscapes script and Detectron2's SemSegEvaluator, and prints
    per-class IoU from both;
 4. writes image | ground truth | prediction overlays to OUTPUT_DIR/overlays/.
+
+Both folders are created if missing; they, and the arguments, are checked before step 1.
 """
 import argparse
 import json
@@ -26,14 +28,32 @@ def main(argv=None):
     parser.add_argument("--config-file",
                         default=os.path.join(REPO, "configs", "demo", "rsp4_R18_synthetic.yaml"))
     parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "demo_rsp4_R18"))
-    parser.add_argument("--num-overlays", type=int, default=4, help="val images to draw")
+    parser.add_argument("--num-overlays", type=int, default=4, help="val images to draw (>= 0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE")
     args = parser.parse_args(argv)
     start = time.perf_counter()
 
-    # Detectron2 binds its builtin dataset names to this variable when first imported.
+    # Detectron2 binds its builtin dataset names to this variable when first imported, and
+    # importing rsp_d2 imports it: set before the package's first import.
     data_root = os.path.abspath(args.data_root)
     os.environ["DETECTRON2_DATASETS"] = data_root
+    from rsp_d2.utils.errors import InputError, exit_with_error
+
+    try:
+        return _run(args, data_root, start)
+    except InputError as e:  # a bad argument, or one that train_net.py's checks refuse
+        exit_with_error(e)
+
+
+def _run(args, data_root, start):
+    from rsp_d2.utils.errors import InputError
+    from rsp_d2.utils.paths import check_output_dir
+
+    if args.num_overlays < 0:  # a negative count would slice off the last images instead
+        raise InputError(f"--num-overlays {args.num_overlays}: expected an integer >= 0")
+    check_output_dir(args.data_root, "--data-root")
+    check_output_dir(args.output_dir, "--output-dir")
+
     from rsp_d2.data.synthetic import generate_datasets
     from rsp_d2.engine import argument_parser, load_cfg, run
     from rsp_d2.evaluation.report import format_semantic_results

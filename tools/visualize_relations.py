@@ -28,11 +28,13 @@ def parser():
     p.add_argument("--config-file", required=True, metavar="FILE", help="config of an RSP model")
     p.add_argument("--checkpoint", required=True, metavar="FILE", help="its weights (.pth)")
     p.add_argument("--input", required=True, metavar="IMAGE", help="one image")
-    p.add_argument("--output", required=True, metavar="DIR", help="folder for the PNGs")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="folder for the PNGs (created if missing)")
     p.add_argument("--pixels", nargs="+", default=[], metavar="Y,X",
                    help="pixels (row,column in the image) whose relations to draw")
     p.add_argument("--grid", type=int, default=2,
-                   help="without --pixels: the centres of an N x N grid (default 2)")
+                   help="without --pixels: the centres of an N x N grid, N from 1 to 4 "
+                        "(default 2)")
     p.add_argument("--background", choices=BACKGROUNDS, default="z",
                    help="under the weights: z's first principal component (default) or the image")
     p.add_argument("--channel", type=int, default=None,
@@ -41,7 +43,8 @@ def parser():
     p.add_argument("--baseline-config", default=None, metavar="FILE")
     p.add_argument("--baseline-checkpoint", default=None, metavar="FILE")
     p.add_argument("--max-colors", type=int, default=0,
-                   help="quantize the PNGs to this many colours (smaller files); 0 = full RGB")
+                   help="quantize the PNGs to this many colours, 1 to 256 (smaller files); "
+                        "0 = full RGB")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                    help="KEY VALUE config overrides, for both models")
     return p

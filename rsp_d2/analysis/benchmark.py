@@ -17,15 +17,51 @@ import platform
 import resource
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from ..utils.errors import InputError
 from ..utils.machine import cpu_model
+from ..utils.paths import check_output_file
 
-__all__ = ["machine_info", "time_run", "summarize", "peak_extra_memory_mb", "load_average"]
+__all__ = ["machine_info", "time_run", "summarize", "peak_extra_memory_mb", "load_average",
+           "DEVICES", "check_settings", "report_paths"]
+
+# The memory method differs by device kind and uses the current CUDA device (choose it with
+# CUDA_VISIBLE_DEVICES), so a device index would not be honoured.
+DEVICES = ("cpu", "cuda")
 
 _PRELOAD = ["torch", "rsp_d2.analysis.benchmark_cases"]
+
+
+def report_paths(out: str) -> Tuple[str, str]:
+    """(JSON, markdown) written by tools/benchmark.py for ``--out``: the markdown next to it."""
+    return out, os.path.splitext(out)[0] + ".md"
+
+
+def check_settings(*, out: str, device: str, repeats: int, train_batch: int,
+                   threads: Optional[int]) -> None:
+    """Refuse, before anything is measured, the arguments of tools/benchmark.py that would end
+    in a traceback minutes later or in a report of nothing (a batch of 0, no timed call).
+
+    Raises:
+        InputError: naming the argument, its value and what is expected.
+    """
+    for flag, value in (("--repeats", repeats), ("--train-batch", train_batch),
+                        ("--threads", threads)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value}: expected a positive integer")
+    if device not in DEVICES:
+        raise InputError(f"--device {device}: expected cpu or cuda (select a GPU with "
+                         "CUDA_VISIBLE_DEVICES)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is visible here; use --device cpu")
+    json_path, md_path = report_paths(out)
+    if os.path.abspath(md_path) == os.path.abspath(json_path):
+        raise InputError(f"--out {out}: the markdown report would overwrite it; give a .json path")
+    check_output_file(json_path, "--out", create_parents=True)
+    check_output_file(md_path, "--out's markdown", create_parents=True)
 
 
 def load_average() -> List[float]:

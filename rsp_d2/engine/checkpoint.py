@@ -1,32 +1,48 @@
-"""Checkpoints: written atomically, and loaded only when they fit the model."""
+"""Checkpoints: written atomically, read without running code, and loaded only when they fit
+the model."""
 import os
+import re
 from typing import Dict, Optional
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
+from detectron2.utils.file_io import PathManager
 
 from ..utils.errors import InputError
 from ..utils.file_io import AtomicWriter
+from .resume import require_checkpoint
+from .safe_load import read_checkpoint
 
-__all__ = ["AtomicDetectionCheckpointer", "check_checkpoint", "load_model", "model_config_of"]
+__all__ = ["AtomicDetectionCheckpointer", "check_checkpoint", "load_model", "local_checkpoint",
+           "model_config_of"]
 
-# MODEL.* keys that do not change the weights: where they live, how the relation is computed.
-_WEIGHT_NEUTRAL_KEYS = {"MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.SEM_SEG_HEAD.RSP.IMPL"}
+# MODEL.* keys that leave the model itself unchanged: where the weights come from and run, how
+# the relation is computed, and settings of training (losses, sampling) or of inference
+# (thresholds, top-k, the panoptic combination). A checkpoint must load whatever they are:
+# the demo's --confidence-threshold, an evaluation with other test thresholds.
+_MODEL_NEUTRAL_KEYS = {"MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.SEM_SEG_HEAD.RSP.IMPL"}
+_MODEL_NEUTRAL = re.compile(r"_TEST$|_TRAIN$|LOSS|^MODEL\.PANOPTIC_FPN\.COMBINE\.|"
+                            r"\.(BATCH_SIZE_PER_IMAGE|POSITIVE_FRACTION|SMOOTH_L1_BETA)$")
 _SHOWN = 3  # names listed in a refusal
 
 
+def _shapes_model(key: str) -> bool:
+    return key not in _MODEL_NEUTRAL_KEYS and not _MODEL_NEUTRAL.search(key)
+
+
 def model_config_of(cfg) -> Dict[str, str]:
-    """The MODEL.* keys of `cfg` that shape the weights, flattened to {key: repr(value)}:
-    saved in every checkpoint, so that a checkpoint of another model is recognized."""
+    """The MODEL.* keys of `cfg` that define the model (architecture and parameters, not the
+    training or test-time settings), flattened to {key: repr(value)}: saved in every checkpoint,
+    so that a checkpoint of another model is recognized."""
     flat = {}
 
     def walk(node, prefix):
         for name, value in node.items():
             if isinstance(value, dict):
                 walk(value, f"{prefix}{name}.")
-            elif prefix + name not in _WEIGHT_NEUTRAL_KEYS:
+            elif _shapes_model(prefix + name):
                 flat[prefix + name] = repr(value)
 
     walk(cfg.MODEL, "MODEL.")
@@ -58,6 +74,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     through ``self.path_manager.open``, so routing that through :class:`AtomicWriter` fixes
     both without re-implementing ``save``.
 
+    Files are read by :func:`read_checkpoint` (no code in them runs), or taken from
+    ``preloaded`` ({path: what the file holds}) when the caller read them already.
+
     Every load failure is an InputError ``cannot load checkpoint PATH: reason``. With
     `strict`, a checkpoint is refused (before any optimizer or trainer state is touched) when
     it was saved from a different model config, or leaves parameters of the model missing,
@@ -83,6 +102,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         self.path_manager = _AtomicWritePathManager(self.path_manager)
         self.model_config = model_config
         self.strict = strict
+        self.preloaded: Dict[str, dict] = {}
         self._loading = None
 
     def save(self, name, **kwargs):
@@ -94,12 +114,34 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         self._loading = path
         return super().load(path, *args, **kwargs)
 
+    def get_checkpoint_file(self) -> str:
+        # fvcore joins last_checkpoint's content to save_dir, so an absolute name or "../"
+        # would load a file from anywhere
+        return require_checkpoint(self.save_dir)
+
     def _load_file(self, filename):
+        """Detectron2's formats (model-zoo and Caffe2 ``.pkl``, pycls ``.pyth``, ``.pth``),
+        each file read once by :func:`read_checkpoint`, which runs no code from it."""
         try:
-            return super()._load_file(filename)
+            if filename.endswith(".pkl"):
+                return _from_pkl(self._read(filename))
+            if filename.endswith(".pyth"):
+                return _from_pycls(self._read(filename), filename)
+            return super()._load_file(filename)  # the .pth path, through _torch_load
+        except InputError:
+            raise
         except Exception as e:
             raise InputError(f"cannot load checkpoint {filename}: {type(e).__name__}: "
                              f"{' '.join(str(e).split())[:300]}") from e
+
+    def _torch_load(self, f):
+        return self._read(f)
+
+    def _read(self, filename):
+        # what the launcher's checks read already, else the file
+        if filename in self.preloaded:
+            return self.preloaded.pop(filename)
+        return read_checkpoint(filename)
 
     def _load_model(self, checkpoint):
         if self.strict:
@@ -137,6 +179,26 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
                          "overrides)")
 
 
+def _from_pkl(data) -> dict:
+    """Detectron2's reading of a ``.pkl``: its model-zoo format as it is, else Caffe2 blobs."""
+    if not isinstance(data, dict):
+        raise InputError(f"expected a dict of arrays, got {type(data).__name__}")
+    if "model" in data and "__author__" in data:
+        return data
+    data = data.get("blobs", data)  # detection models have "blobs", ImageNet models do not
+    return {"model": {k: v for k, v in data.items() if not k.endswith("_momentum")},
+            "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def _from_pycls(data, filename: str) -> dict:
+    if not isinstance(data, dict) or "model_state" not in data:
+        raise InputError(f"cannot load checkpoint {filename}: a pycls .pyth file must hold "
+                         "'model_state'")
+    return {"model": {k: v for k, v in data["model_state"].items()
+                      if not k.endswith("num_batches_tracked")},
+            "__author__": "pycls", "matching_heuristics": True}
+
+
 def check_checkpoint(path: str, what: str = "checkpoint") -> None:
     """Raise InputError unless `path` is a local file or a URL (``scheme://``).
 
@@ -151,6 +213,24 @@ def check_checkpoint(path: str, what: str = "checkpoint") -> None:
                          "Detectron2's DetectionCheckpointer)")
 
 
+def local_checkpoint(path: str) -> str:
+    """`path`, or for a URL (``https://``, ``detectron2://``) the local copy Detectron2's
+    PathManager downloads once and caches.
+
+    Raises:
+        InputError: the URL cannot be fetched (no network, a wrong address).
+    """
+    if "://" not in path:
+        return path
+    try:
+        return PathManager.get_local_path(path)
+    except Exception as e:  # noqa: BLE001 - urllib, socket and iopath errors alike
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise InputError(f"MODEL.WEIGHTS {path}: cannot download it ({reason}): download the "
+                         "file where there is network and set MODEL.WEIGHTS to its local path") \
+            from None
+
+
 def load_model(cfg, *, strict: bool = True) -> torch.nn.Module:
     """``build_model(cfg)`` in eval mode with ``cfg.MODEL.WEIGHTS`` loaded.
 
@@ -159,8 +239,8 @@ def load_model(cfg, *, strict: bool = True) -> torch.nn.Module:
             :class:`AtomicDetectionCheckpointer`); otherwise the parameters it lacks keep their
             random initialization, as in Detectron2.
     """
-    path = cfg.MODEL.WEIGHTS
-    check_checkpoint(path)
+    check_checkpoint(cfg.MODEL.WEIGHTS)
+    path = local_checkpoint(cfg.MODEL.WEIGHTS)
     model = build_model(cfg).eval()
     AtomicDetectionCheckpointer(model, model_config=model_config_of(cfg), strict=strict).load(path)
     return model

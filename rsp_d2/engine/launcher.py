@@ -1,6 +1,8 @@
 """What ``train_net.py`` runs: config setup, the per-process main, and the launch."""
 import argparse
+import contextlib
 import sys
+from typing import Dict, Optional
 
 import torch.distributed as dist
 
@@ -11,9 +13,12 @@ from detectron2.utils.logger import setup_logger
 from ..config import load_config
 from ..data.mapper import DatasetRecordError
 from ..utils.errors import InputError
-from .checkpoint import AtomicDetectionCheckpointer, model_config_of
+from .checkpoint import AtomicDetectionCheckpointer, local_checkpoint, model_config_of
+from .interrupt import (disk_full, disk_full_message, exit_status, interrupted_in, interruption_message,
+                        sigterm_as_interrupt)
 from .dataset_checks import DatasetNotFoundError
 from .preflight import checkpoint_to_load, preflight
+from .run_lock import output_dir_lock
 from .trainer import RSPTrainer
 
 __all__ = ["argument_parser", "cli", "load_cfg", "main", "run", "setup"]
@@ -50,19 +55,28 @@ def setup(args):
     return cfg
 
 
-def main(args):
-    """Train (or with --eval-only evaluate) in one process of a possibly distributed job."""
+def main(args, preloaded: Optional[Dict[str, dict]] = None):
+    """Train (or with --eval-only evaluate) in one process of a possibly distributed job.
+
+    Args:
+        preloaded: {path: content} of the checkpoint :func:`preflight` read in this process.
+    """
     cfg = setup(args)
     if args.eval_only:
         model = RSPTrainer.build_model(cfg)
         path, strict = checkpoint_to_load(cfg, resume=args.resume, eval_only=True)
-        AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=strict,
-                                    model_config=model_config_of(cfg)).load(path)
-        result = RSPTrainer.test(cfg, model)
+        checkpointer = AtomicDetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR, strict=strict,
+                                                   model_config=model_config_of(cfg))
+        checkpointer.preloaded.update(preloaded or {})
+        checkpointer.load(local_checkpoint(path))
+        with interrupted_in("evaluation"):
+            result = RSPTrainer.test(cfg, model)
     else:
         trainer = RSPTrainer(cfg)
+        trainer.checkpointer.preloaded.update(preloaded or {})
         trainer.resume_or_load(resume=args.resume)
-        result = trainer.train()
+        with interrupted_in(lambda: f"iteration {trainer.iter}"):
+            result = trainer.train()
     _close_process_groups()
     return result
 
@@ -87,9 +101,15 @@ def run(args):
     Without a GPU, Detectron2's ``launch`` initializes the gloo backend and :class:`RSPTrainer`
     wraps the model for CPU, so ``--num-gpus N`` means N CPU processes.
     """
-    preflight(args)
-    return launch(main, args.num_gpus, num_machines=args.num_machines,
-                  machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    cfg, preloaded = preflight(args)
+    # spawned processes read the checkpoint themselves
+    preloaded = preloaded if args.num_gpus * args.num_machines == 1 else None
+    # one machine's launcher guards the folder (a shared one's lock would block the others)
+    lock = output_dir_lock(cfg.OUTPUT_DIR) if args.machine_rank == 0 else contextlib.nullcontext()
+    with lock:
+        return launch(main, args.num_gpus, num_machines=args.num_machines,
+                      machine_rank=args.machine_rank, dist_url=args.dist_url,
+                      args=(args, preloaded))
 
 
 def _one_line(error: BaseException) -> str:
@@ -102,13 +122,26 @@ def _one_line(error: BaseException) -> str:
 
 
 def cli(argv=None) -> int:
-    """``train_net.py``: parse `argv`, :func:`run`; a user error prints ``error: ...`` on
-    stderr and returns 2."""
+    """``train_net.py``: parse `argv`, :func:`run`. Ends with one ``error: ...`` line on
+    stderr and no traceback on a user error or a full disk (exit status 2), on Ctrl-C (130) and
+    on SIGTERM (143), saying what to do next."""
     args = argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     try:
-        run(args)
+        with sigterm_as_interrupt():
+            run(args)
     except USER_ERRORS as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        return _fail(_one_line(e), 2)
+    except KeyboardInterrupt as e:
+        return _fail(interruption_message(e, args), exit_status(e))
+    except Exception as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        return _fail(disk_full_message(full, args), 2)
     return 0
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return status

@@ -5,8 +5,7 @@ Without these, a misconfigured run fails in each spawned process, deep in a trac
 ``config.yaml`` and ``log.txt`` were written (or, worse, runs on with random weights).
 """
 import copy
-import os
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -16,9 +15,12 @@ from detectron2.modeling import build_model
 from ..config import load_config
 from ..layers.rse import get_rse_impl
 from ..utils.errors import InputError
-from .checkpoint import AtomicDetectionCheckpointer, check_checkpoint, model_config_of
+from ..utils.paths import check_output_dir
+from .checkpoint import (AtomicDetectionCheckpointer, check_checkpoint, local_checkpoint,
+                         model_config_of)
 from .dataset_checks import check_datasets, datasets_of
 from .resume import require_checkpoint
+from .safe_load import read_checkpoint
 
 __all__ = ["checkpoint_to_load", "preflight"]
 
@@ -38,8 +40,10 @@ def checkpoint_to_load(cfg, *, resume: bool, eval_only: bool) -> Tuple[Optional[
     return cfg.MODEL.WEIGHTS or None, False
 
 
-def preflight(args):
-    """The frozen config of `args` (train_net's parsed arguments), once every check passed.
+def preflight(args) -> Tuple[object, Dict[str, dict]]:
+    """The frozen config of `args` (train_net's parsed arguments), once every check passed, and
+    the checkpoint the run loads as {path: what the file holds} (empty when it loads none), so
+    that a run in this process reads the file once.
 
     Raises:
         InputError: the config file, a key, the model, MODEL.DEVICE, RSP.IMPL, OUTPUT_DIR, the
@@ -48,17 +52,28 @@ def preflight(args):
     """
     cfg = load_config(args.config_file, args.opts or [])
     _check_batch(cfg, args.num_gpus * args.num_machines, args.eval_only)
-    _check_output_dir(cfg.OUTPUT_DIR)
+    if not args.eval_only:
+        _check_schedule(cfg.SOLVER)
+    check_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
     _check_device(cfg)
     model = _build_on_cpu(cfg, args.config_file)
     path, strict = checkpoint_to_load(cfg, resume=args.resume, eval_only=args.eval_only)
     if path is None and not args.eval_only:
         _check_trainable_from_scratch(model)
+    preloaded = {}
     if path is not None:
-        AtomicDetectionCheckpointer(model, model_config=model_config_of(cfg),
-                                    strict=strict).load(path, checkpointables=[])
+        checkpointer = AtomicDetectionCheckpointer(model, model_config=model_config_of(cfg),
+                                                   strict=strict)
+        local = local_checkpoint(path)
+        data = read_checkpoint(local)
+        preloaded[local] = data
+        # loading pops and edits the model entry: the check works on a copy
+        if isinstance(data, dict) and isinstance(data.get("model"), dict):
+            data = {**data, "model": dict(data["model"])}
+        checkpointer.preloaded[local] = data
+        checkpointer.load(local, checkpointables=[])
     check_datasets(datasets_of(cfg, eval_only=args.eval_only))
-    return cfg
+    return cfg, preloaded
 
 
 def _check_batch(cfg, world_size: int, eval_only: bool):
@@ -69,17 +84,20 @@ def _check_batch(cfg, world_size: int, eval_only: bool):
             "share of the batch")
 
 
-def _check_output_dir(output_dir: str):
-    if not output_dir:
-        raise InputError("OUTPUT_DIR is empty: expected the folder of the run's checkpoints")
-    existing = os.path.abspath(output_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise InputError(f"OUTPUT_DIR {output_dir} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"OUTPUT_DIR {output_dir} cannot be written: no write permission on "
-                         f"{existing}")
+def _check_schedule(solver):
+    """What Detectron2's LR scheduler refuses, with a traceback, after files are written: steps
+    must increase and (of those it keeps, the ones <= MAX_ITER) lie below MAX_ITER."""
+    steps, max_iter = list(solver.STEPS), solver.MAX_ITER
+    if max_iter < 1:
+        raise InputError(f"SOLVER.MAX_ITER {max_iter}: expected a positive number of iterations")
+    if solver.LR_SCHEDULER_NAME != "WarmupMultiStepLR":  # the others take no steps
+        return
+    if any(b <= a for a, b in zip(steps, steps[1:])) or any(s < 1 for s in steps):
+        raise InputError(f"SOLVER.STEPS {tuple(steps)}: expected increasing positive iterations")
+    if max_iter in steps:
+        raise InputError(f"SOLVER.STEPS {tuple(steps)} includes SOLVER.MAX_ITER {max_iter}: a "
+                         "step at the last iteration changes nothing; use steps below MAX_ITER "
+                         "(steps beyond it are dropped)")
 
 
 def _check_device(cfg):

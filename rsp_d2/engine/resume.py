@@ -37,11 +37,13 @@ def set_rng_state(state: Dict) -> None:
 
 
 def require_checkpoint(output_dir: str) -> str:
-    """The checkpoint ``--resume`` continues from: ``OUTPUT_DIR/last_checkpoint``'s file.
+    """The checkpoint ``--resume`` continues from: the file ``OUTPUT_DIR/last_checkpoint``
+    names, which must be directly in `output_dir`. The pointer is a plain file anyone can edit
+    or ship: a name such as ``/tmp/x.pth`` or ``../x.pth`` would load weights from elsewhere.
 
     Raises:
-        InputError: there is none (a mistyped OUTPUT_DIR would otherwise silently train from
-            scratch), or it names a missing file.
+        InputError: there is no pointer (a mistyped OUTPUT_DIR would otherwise silently train
+            from scratch), or it names no file of `output_dir`.
     """
     pointer = os.path.join(output_dir, "last_checkpoint")
     if not os.path.isfile(pointer):
@@ -50,8 +52,12 @@ def require_checkpoint(output_dir: str) -> str:
             "last_checkpoint file): check OUTPUT_DIR, or drop --resume to start a new run")
     with open(pointer) as f:
         name = f.read().strip()
+    if not name or os.path.basename(name) != name or name in (".", ".."):
+        raise InputError(f"--resume: {pointer} names {name!r}, which is not a file name in "
+                         f"{output_dir} (it may only name a checkpoint of that folder): remove "
+                         "last_checkpoint to start a new run")
     path = os.path.join(output_dir, name)
-    if not name or not os.path.isfile(path):
+    if not os.path.isfile(path):
         raise InputError(f"--resume: {pointer} names {name!r}, which is not a file in "
                          f"{output_dir}: remove last_checkpoint to start a new run")
     return path

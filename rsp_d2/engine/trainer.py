@@ -20,6 +20,7 @@ from ..utils.errors import InputError, TrainingDivergedError
 from ..utils.file_io import remove_stale_temporaries, write_json_atomic
 from .amp import TorchAMPTrainer
 from .checkpoint import AtomicDetectionCheckpointer, model_config_of
+from .interrupt import disk_full
 from .resume import get_rng_state, require_checkpoint, set_rng_state, truncate_metrics
 
 __all__ = ["RSPTrainer", "wrap_ddp"]
@@ -52,9 +53,36 @@ def _swapped(module, **attributes):
 
 
 def _drop_user_error_tracebacks(record: logging.LogRecord) -> bool:
-    # FloatingPointError: a NaN/Inf loss, re-raised by RSPTrainer.run_step as a user error
-    return not (record.exc_info and isinstance(
-        record.exc_info[1], (InputError, DatasetRecordError, FloatingPointError)))
+    # FloatingPointError: a NaN/Inf loss, re-raised by RSPTrainer.run_step as a user error; a
+    # full disk: train_net names it in one line
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, (InputError, DatasetRecordError, FloatingPointError))
+                or error is not None and disk_full(error) is not None)
+
+
+class _FinishedRunEvalHook(hooks.EvalHook):
+    """Detectron2's EvalHook, whose final evaluation runs only when training ended normally.
+
+    Detectron2 runs ``after_train`` in a ``finally``: a run stopped in its last iteration, or
+    while writing ``model_final.pth``, would still be evaluated and leave a ``results.json``
+    of an unfinished model that a comparison counts. ``TrainerBase.train`` leaves
+    ``iter == max_iter`` only after the loop completed.
+    """
+
+    def after_train(self):
+        if self.trainer.iter >= self.trainer.max_iter:
+            super().after_train()
+        else:
+            del self._func  # what EvalHook.after_train also does: drop the closure's refs
+
+
+def _replaced(hook, log_period: int, build_writers):
+    """DefaultTrainer's `hook`, or what RSPTrainer uses in its place."""
+    if isinstance(hook, hooks.PeriodicWriter):
+        return hooks.PeriodicWriter(build_writers(), period=log_period)
+    if isinstance(hook, hooks.EvalHook):
+        return _FinishedRunEvalHook(hook._period, hook._func, hook._eval_after_train)
+    return hook
 
 
 class RSPTrainer(DefaultTrainer):
@@ -75,7 +103,8 @@ class RSPTrainer(DefaultTrainer):
       ``metrics.json`` records it will write again, removes files of killed writes and writes
       a ``model_final.pth`` whose write was killed; only a checkpoint that fits the model
       exactly is resumed;
-    * a NaN/Inf loss named (iteration, loss terms, likely causes) as TrainingDivergedError.
+    * a NaN/Inf loss named (iteration, loss terms, likely causes) as TrainingDivergedError;
+    * the final evaluation only for a run that ended normally, after ``model_final.pth``.
     """
 
     def __init__(self, cfg):
@@ -168,8 +197,7 @@ class RSPTrainer(DefaultTrainer):
 
     def build_hooks(self):
         period = self.cfg.RSP_D2.LOG_PERIOD
-        ret = [hooks.PeriodicWriter(self.build_writers(), period=period)
-               if isinstance(h, hooks.PeriodicWriter) else h for h in super().build_hooks()]
+        ret = [_replaced(h, period, self.build_writers) for h in super().build_hooks()]
         # The checkpointer goes last, after the metric writer: a checkpoint of iteration i then
         # implies that metrics.json has iteration i's record, and a resume from it (which drops
         # the later records) leaves no iteration without its record.

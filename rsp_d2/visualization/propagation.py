@@ -79,14 +79,16 @@ def draw_propagation(models: Sequence[Tuple[str, HeadTrace]], channel: Optional[
         a figure of :func:`propagation_figure_size` pixels. Each map is min-max normalized
         on its own; its range is printed under its title.
     """
+    for name, trace in models:  # before the figure exists: a refusal leaves no open figure
+        num_channels = trace.q[trace.levels[0]].shape[0]
+        if channel is not None and not 0 <= channel < num_channels:
+            raise InputError(f"--channel {channel} does not exist: {name} has {num_channels} "
+                             "channels")
     levels = _levels([t for _, t in models])
     fig = new_figure(*propagation_figure_size(len(levels), len(models)))
     axes = fig.subplots(ROWS_PER_MODEL * len(models), len(levels), squeeze=False)
     for m, (name, trace) in enumerate(models):
         c = pick_channel(trace) if channel is None else channel
-        num_channels = trace.q[trace.levels[0]].shape[0]
-        if not 0 <= c < num_channels:
-            raise InputError(f"--channel {c} does not exist: {name} has {num_channels} channels")
         rows = axes[ROWS_PER_MODEL * m: ROWS_PER_MODEL * (m + 1)]
         for col, level in enumerate(levels):
             n = level[1:]
