@@ -2,7 +2,10 @@
 atomic checkpoints, the dataset check. Datasets are registered here under test-only names,
 pointing at the synthetic files, so DETECTRON2_DATASETS plays no part."""
 import glob
+import json
 import os
+import shutil
+import tempfile
 import uuid
 
 import numpy as np
@@ -16,8 +19,10 @@ from detectron2.evaluation import CityscapesSemSegEvaluator, SemSegEvaluator
 from detectron2.evaluation.cityscapes_evaluation import CityscapesEvaluator
 
 from rsp_d2 import add_rsp_config
+from rsp_d2.data.mapper import DatasetRecordError
 from rsp_d2.engine import AtomicDetectionCheckpointer, DatasetNotFoundError, check_datasets
-from rsp_d2.evaluation import CityscapesOfficialSemSegEvaluator, build_evaluator
+from rsp_d2.evaluation import (CityscapesOfficialSemSegEvaluator, PairedCOCOPanopticEvaluator,
+                               build_evaluator)
 
 
 def _register(evaluator_type, records=(), **metadata):
@@ -47,14 +52,13 @@ def test_sem_seg_type_gets_sem_seg_evaluator(tmp_path):
     assert [type(e) for e in evaluators] == [SemSegEvaluator]
 
 
-@pytest.fixture(scope="module")
-def cityscapes_val(synthetic_root):
-    """A test-only registration of the synthetic Cityscapes val split: (name, records)."""
+def _register_cityscapes_val(root):
+    """A test-only registration of the Cityscapes val split under `root`: (name, records)."""
     from cityscapesscripts.helpers.labels import trainId2label
 
-    gt_dir = os.path.join(synthetic_root, "cityscapes", "gtFine", "val")
+    gt_dir = os.path.join(root, "cityscapes", "gtFine", "val")
     records = []
-    for image in sorted(glob.glob(os.path.join(synthetic_root, "cityscapes", "leftImg8bit",
+    for image in sorted(glob.glob(os.path.join(root, "cityscapes", "leftImg8bit",
                                                "val", "*", "*.png"))):
         stem = os.path.basename(image)[: -len("leftImg8bit.png")]
         city = os.path.basename(os.path.dirname(image))
@@ -64,6 +68,21 @@ def cityscapes_val(synthetic_root):
     name = _register("cityscapes_sem_seg", records, gt_dir=gt_dir, stuff_classes=classes,
                      ignore_label=255)
     return name, records
+
+
+@pytest.fixture(scope="module")
+def cityscapes_val(synthetic_root):
+    """The synthetic Cityscapes val split, registered: (name, records)."""
+    return _register_cityscapes_val(synthetic_root)
+
+
+@pytest.fixture
+def cityscapes_val_copy(synthetic_root, tmp_path):
+    """A copy of the synthetic Cityscapes val split in tmp_path, registered: (name, records)."""
+    for folder in ("leftImg8bit", "gtFine"):
+        shutil.copytree(synthetic_root / "cityscapes" / folder / "val",
+                        tmp_path / "cityscapes" / folder / "val")
+    return _register_cityscapes_val(tmp_path)
 
 
 def _one_hot(train_ids):
@@ -114,6 +133,91 @@ def test_official_cityscapes_evaluator_matches_detectron2s(cityscapes_val):
                     f"({e}; upstream issue #5436)")
     for key, value in reference.items():
         assert degraded["cityscapes_sem_seg"][key] == pytest.approx(value, abs=1e-9), key
+
+
+def _label_ids(record):
+    return record["sem_seg_file_name"].replace("labelTrainIds", "labelIds")
+
+
+def test_official_cityscapes_evaluator_refuses_a_prediction_without_ground_truth(
+        cityscapes_val_copy):
+    """cityscapesscripts pairs each labelIds file with a prediction: without one, it scored
+    the other images and reported their mean as the split's."""
+    name, records = cityscapes_val_copy
+    os.remove(_label_ids(records[3]))
+    with pytest.raises(DatasetRecordError) as e:
+        _evaluate(CityscapesOfficialSemSegEvaluator(name), records, lambda gt: gt)
+    assert str(e.value) == (
+        f"the official Cityscapes evaluation of {name!r}: 1 of the 8 predicted images have no "
+        f"ground truth (e.g. {_label_ids(records[3])} does not exist); refusing to score a subset")
+
+
+def test_official_cityscapes_evaluator_refuses_ground_truth_without_prediction(cityscapes_val):
+    name, records = cityscapes_val
+    with pytest.raises(DatasetRecordError, match=r": 1 ground-truth files under .* have no "
+                       f"prediction \\(e.g. {_label_ids(records[-1])}\\)"):
+        _evaluate(CityscapesOfficialSemSegEvaluator(name), records[:-1], lambda gt: gt)
+
+
+def test_official_cityscapes_evaluator_refuses_ground_truth_of_another_size(cityscapes_val_copy):
+    """cityscapesscripts printed "ERROR: Image widths ... are not equal" and exited 255."""
+    name, records = cityscapes_val_copy
+    Image.fromarray(np.zeros((100, 200), np.uint8)).save(_label_ids(records[0]))
+    with pytest.raises(DatasetRecordError) as e:
+        _evaluate(CityscapesOfficialSemSegEvaluator(name), records, lambda gt: gt)
+    assert str(e.value) == (
+        f"the official Cityscapes evaluation of {name!r}: 1 ground-truth files do not have the "
+        f"size of their prediction (e.g. {_label_ids(records[0])} is 200x100, the prediction "
+        f"for {records[0]['file_name']} 512x256)")
+
+
+def test_official_cityscapes_evaluator_keeps_nothing_on_disk_while_scoring(
+        cityscapes_val, tmp_path, monkeypatch):
+    """A run killed while cityscapesscripts scores (SIGKILL runs no cleanup) left a
+    /tmp/cityscapes_eval_* folder of predictions behind; the predictions now stay in memory."""
+    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as cityscapes_eval
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    on_disk = []
+    score = cityscapes_eval.evaluateImgLists
+
+    def spy(*args):
+        on_disk.append(sorted(os.listdir(temp)))
+        return score(*args)
+
+    monkeypatch.setattr(cityscapes_eval, "evaluateImgLists", spy)
+    name, records = cityscapes_val
+    result = _evaluate(CityscapesOfficialSemSegEvaluator(name), records, lambda gt: gt)
+    assert result["cityscapes_sem_seg"]["IoU"] == pytest.approx(100.0)
+    assert on_disk == [[]]
+
+
+def test_panoptic_evaluator_refuses_an_image_without_annotation(synthetic_root, tmp_path):
+    """panopticapi's pq_compute scores the images of the annotation json and silently leaves
+    out a prediction for any other."""
+    from detectron2.data.datasets import register_coco_panoptic_separated
+    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+
+    coco = synthetic_root / "coco"
+    data = json.loads((coco / "annotations" / "panoptic_val2017.json").read_text())
+    dropped = data["annotations"].pop()
+    panoptic_json = tmp_path / "panoptic_val2017.json"
+    panoptic_json.write_text(json.dumps(data))
+    name = f"rsp_test_{uuid.uuid4().hex[:8]}"
+    register_coco_panoptic_separated(
+        name, _get_builtin_metadata("coco_panoptic_separated"), str(coco / "val2017"),
+        str(coco / "panoptic_val2017"), str(panoptic_json), str(coco / "panoptic_stuff_val2017"),
+        str(coco / "annotations" / "instances_val2017.json"))
+    evaluator = PairedCOCOPanopticEvaluator(name + "_separated", str(tmp_path / "out"))
+    evaluator.reset()
+    image = str(coco / "val2017" / dropped["file_name"].replace(".png", ".jpg"))
+    with pytest.raises(DatasetRecordError) as e:
+        evaluator.process([{"image_id": dropped["image_id"], "file_name": image}], [{}])
+    assert str(e.value) == (
+        f"COCO panoptic evaluation of '{name}_separated': image {image} (image_id "
+        f"{dropped['image_id']}) has no annotation in {panoptic_json}; refusing to score a subset")
 
 
 def test_cityscapes_type_gets_both_evaluators(cityscapes_val, tmp_path):

@@ -98,7 +98,7 @@ def test_panoptic_train_and_evaluate(synthetic_root, tmp_path):
         assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(res[task])
         assert all(math.isnan(v) or 0.0 <= v <= 100.0 for v in res[task].values())
     assert "Evaluating coco_2017_val_panoptic_separated (coco_panoptic_seg) with " \
-           "COCOPanopticEvaluator, SemSegEvaluator, COCOEvaluator" in proc.stdout
+           "PairedCOCOPanopticEvaluator, SemSegEvaluator, COCOEvaluator" in proc.stdout
 
 
 @pytest.mark.slow

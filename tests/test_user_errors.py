@@ -4,6 +4,7 @@ status 2, no traceback, and nothing written (the checks run before any process i
 Most cases call train_net's entry point (rsp_d2.engine.cli) in this process, since the checks
 fail before any dataset is read; the `slow` ones run train_net.py itself.
 """
+import os
 import shutil
 
 import numpy as np
@@ -62,6 +63,11 @@ def test_unknown_key_in_a_file(capsys, tmp_path, out):
      f"error: the model of {SEMANTIC_TINY} cannot be built: "),
     (["SOLVER.IMS_PER_BATCH", "3"],
      "error: SOLVER.IMS_PER_BATCH 3 is not divisible by the number of processes 2"),
+    (["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(4,)"],
+     "error: SOLVER.STEPS (4,) includes SOLVER.MAX_ITER 4: a step at the last iteration changes "
+     "nothing; use steps below MAX_ITER (steps beyond it are dropped)"),
+    (["SOLVER.STEPS", "(5, 3)"], "error: SOLVER.STEPS (5, 3): expected increasing positive "
+                                 "iterations"),
     (["MODEL.RESNETS.NORM", "FrozenBN"],
      "error: the backbone has 20 FrozenBN layers (e.g. bottom_up.stem.conv1.norm) but "
      "MODEL.WEIGHTS is empty: frozen statistics of a random initialization normalize nothing"),
@@ -75,7 +81,8 @@ def test_output_dir_cannot_be_created(capsys, tmp_path):
     (tmp_path / "a_file").write_text("")
     assert _error_of(capsys, "--config-file", SEMANTIC_TINY, "OUTPUT_DIR",
                      tmp_path / "a_file" / "run") == \
-        f"error: OUTPUT_DIR {tmp_path}/a_file/run cannot be created: {tmp_path}/a_file is a file"
+        f"error: OUTPUT_DIR {tmp_path}/a_file/run cannot be created: {tmp_path}/a_file is a file, " \
+        "not a folder"
 
 
 def test_resume_without_checkpoint(capsys, out):
@@ -139,6 +146,42 @@ def test_label_value_out_of_range(synthetic_root, tmp_path):
     assert "error: label map " in proc.stdout
     assert "_labelTrainIds.png has values [40] outside [0, 19) (MODEL.SEM_SEG_HEAD.NUM_CLASSES " \
            "19) that are not the ignore label (MODEL.SEM_SEG_HEAD.IGNORE_VALUE 255)" in proc.stdout
+
+
+def _break_cityscapes(root, fault):
+    """Break the Cityscapes copy under `root`; the error line train_net.py must print."""
+    cityscapes = root / "cityscapes"
+    if fault == "val-labelIds-missing":
+        # not in the first city Detectron2's loader lists: it asserts on that one's files itself
+        first_city = os.listdir(cityscapes / "leftImg8bit" / "val")[0]
+        label = sorted(p for p in cityscapes.glob("gtFine/val/*/*_labelIds.png")
+                       if p.parent.name != first_city)[0]
+        label.unlink()
+        return ("error: dataset 'cityscapes_fine_sem_seg_val' (DATASETS.TEST): 1 of 8 labelIds "
+                f"files of the official Cityscapes evaluation do not exist (e.g. {label}): "
+                "restore them from Cityscapes' gtFine_trainvaltest.zip")
+    assert fault == "train-empty", fault
+    for city in (cityscapes / "leftImg8bit" / "train").iterdir():
+        shutil.rmtree(city)
+    return ("error: dataset 'cityscapes_fine_sem_seg_train' (DATASETS.TRAIN): the split is "
+            f"empty: image_dir {cityscapes}/leftImg8bit/train holds no files; put its images "
+            "there, or remove 'cityscapes_fine_sem_seg_train' from DATASETS.TRAIN")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["val-labelIds-missing", "train-empty"])
+def test_incomplete_dataset_is_refused_before_training(synthetic_root, tmp_path, fault):
+    """Found by the launcher on the builtin datasets, before anything is written. Before, a
+    missing val labelIds was skipped by the official evaluation (exit 0, the mIoU of the other
+    images), an empty split failed with an AssertionError traceback after config.yaml and
+    log.txt were written (the val split: after the whole training)."""
+    shutil.copytree(synthetic_root / "cityscapes", tmp_path / "cityscapes")
+    expected = _break_cityscapes(tmp_path, fault)
+    proc = train_net("--config-file", SEMANTIC_TINY, "OUTPUT_DIR", tmp_path / "out",
+                     data_root=tmp_path, expect_ok=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stdout, proc.stdout[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == expected
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

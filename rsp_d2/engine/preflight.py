@@ -18,7 +18,7 @@ from ..utils.errors import InputError
 from ..utils.paths import check_output_dir
 from .checkpoint import (AtomicDetectionCheckpointer, check_checkpoint, local_checkpoint,
                          model_config_of)
-from .dataset_checks import check_datasets, datasets_of
+from .dataset_checks import check_dataset_records, check_datasets, datasets_of
 from .resume import require_checkpoint
 from .safe_load import read_checkpoint
 
@@ -48,7 +48,9 @@ def preflight(args) -> Tuple[object, Dict[str, dict]]:
     Raises:
         InputError: the config file, a key, the model, MODEL.DEVICE, RSP.IMPL, OUTPUT_DIR, the
             batch size, a frozen-statistics backbone without weights, the checkpoint to load.
-        DatasetNotFoundError: a dataset's files are missing.
+        DatasetNotFoundError: a dataset's files are missing, or a split is empty or cannot be
+            loaded.
+        InputError: a dataset file cannot be read, or a label has another size than its image.
     """
     cfg = load_config(args.config_file, args.opts or [])
     _check_batch(cfg, args.num_gpus * args.num_machines, args.eval_only)
@@ -73,6 +75,7 @@ def preflight(args) -> Tuple[object, Dict[str, dict]]:
         checkpointer.preloaded[local] = data
         checkpointer.load(local, checkpointables=[])
     check_datasets(datasets_of(cfg, eval_only=args.eval_only))
+    check_dataset_records(cfg, eval_only=args.eval_only)
     return cfg, preloaded
 
 

@@ -1,6 +1,9 @@
 """Evaluators: Cityscapes' official evaluation on any number of machines, the semantic
-evaluation with a confusion matrix, and the choice of evaluators by ``evaluator_type``."""
+evaluation with a confusion matrix, COCO panoptic evaluation without silent subsets, the choice
+of evaluators by ``evaluator_type``, and the ground truth each of them reads."""
 from .build import EVALUATOR_TYPES, build_evaluator
 from .cityscapes import CityscapesOfficialSemSegEvaluator
 from .confusion import CONFUSION_JSON, CONFUSION_PNG, ConfusionMatrixSemSegEvaluator
+from .ground_truth import GROUND_TRUTH_READERS, GroundTruthFile, ground_truth_files
+from .panoptic import PairedCOCOPanopticEvaluator
 from .report import format_semantic_results

@@ -6,7 +6,6 @@ from typing import Callable, Dict, List, Optional
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     COCOEvaluator,
-    COCOPanopticEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
     SemSegEvaluator,
@@ -14,6 +13,7 @@ from detectron2.evaluation import (
 
 from .cityscapes import CityscapesOfficialSemSegEvaluator
 from .confusion import ConfusionMatrixSemSegEvaluator
+from .panoptic import PairedCOCOPanopticEvaluator
 
 __all__ = ["EVALUATOR_TYPES", "build_evaluator"]
 
@@ -34,7 +34,7 @@ def _coco_panoptic(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvalu
     # nothing must still report (NaN) mask AP rather than drop the "segm" results.
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     return [
-        COCOPanopticEvaluator(dataset_name, output_dir),
+        PairedCOCOPanopticEvaluator(dataset_name, output_dir),
         # the semantic branch's stuff classes (+ one "things" class): Table III's mIoU
         SemSegEvaluator(dataset_name, distributed=True, output_dir=output_dir),
         COCOEvaluator(dataset_name, tasks=tasks, distributed=True, output_dir=output_dir),
@@ -45,7 +45,8 @@ def _sem_seg(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvaluator]:
     return [_semantic(cfg, dataset_name, output_dir)]
 
 
-# evaluator_type -> the evaluators of that kind of dataset
+# evaluator_type -> the evaluators of that kind of dataset; what they read per record is listed
+# in ground_truth.GROUND_TRUTH_READERS, checked before a run starts
 EVALUATOR_TYPES: Dict[str, Callable[..., List[DatasetEvaluator]]] = {
     "cityscapes_sem_seg": _cityscapes,
     "coco_panoptic_seg": _coco_panoptic,
