@@ -10,6 +10,9 @@
     python tools/compare_heads.py --preset cityscapes --seeds 0 1 2 3 4 --num-gpus 8 \
         --output output/compare_cityscapes
     # your own variants: --variant NAME CONFIG [KEY VALUE ...] (repeatable)
+    # seeds until each contrast is known to +-1 mIoU (95 % interval), at most 10 seeds
+    python tools/compare_heads.py --preset mini --only sum rsp2 sum_p2p7 rsp4 --seeds 0 1 2 3 \
+        --contrast rsp2:sum --contrast rsp4:sum_p2p7 --precision 1.0 --max-seeds 10 ...
 
 Each (variant, seed) trains and evaluates like train_net.py into OUTPUT/VARIANT/seedS; finished
 runs are skipped and unfinished ones resumed, so rerunning a killed comparison continues it.
@@ -43,6 +46,13 @@ def parser():
     p.add_argument("--data-root", default=None, help="DETECTRON2_DATASETS of the runs")
     p.add_argument("--relation-images", type=int, default=4,
                    help="val images on which to score relation content (0: none)")
+    p.add_argument("--contrast", action="append", default=[], metavar="A:B",
+                   help="report the paired difference A - B (repeatable; default: every "
+                        "variant against --reference)")
+    p.add_argument("--precision", type=float, default=None, metavar="POINTS",
+                   help="add seeds (after --seeds, one at a time, to every variant) until each "
+                        "contrast's 95%% interval is at most +-POINTS mIoU, or --max-seeds")
+    p.add_argument("--max-seeds", type=int, default=10, help="with --precision: the most seeds")
     p.add_argument("--collect-only", action="store_true", help="report, do not train")
     return p
 
@@ -51,7 +61,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     from rsp_d2.analysis.compare import parse_variant, plan, run_comparison
     from rsp_d2.analysis.compare_presets import preset_variants
-    from rsp_d2.analysis.compare_report import CONTEXT_CLASSES, collect, write_report
+    from rsp_d2.analysis.compare_report import (CONTEXT_CLASSES, collect, more_seeds,
+                                                parse_contrast, write_report)
     from rsp_d2.utils.errors import InputError, exit_with_error
     from rsp_d2.utils.paths import check_output_dir, check_output_file
 
@@ -80,14 +91,29 @@ def main(argv=None):
         check_output_dir(args.output, "--output")
         for ext in (".json", ".md", ".png"):
             check_output_file(report + ext, "--report", create_parents=True)
-        if args.collect_only:
-            plan(variants, args.seeds)
-        else:
-            run_comparison(variants, args.seeds, args.output, num_gpus=args.num_gpus,
-                                   data_root=args.data_root,
-                                   relation_images=args.relation_images)
-        results = collect(variants, args.seeds, args.output, reference=args.reference,
-                          classes=args.classes or CONTEXT_CLASSES)
+        contrasts = [parse_contrast(c) for c in args.contrast] or None
+        if args.precision is not None and not (args.precision > 0 and
+                                               args.max_seeds >= len(args.seeds)):
+            raise InputError(f"--precision {args.precision} --max-seeds {args.max_seeds}: "
+                             "expected a positive precision and at least as many seeds as "
+                             "--seeds gives")
+        seeds = list(args.seeds)
+        while True:  # the stopping rule looks at interval widths only, never at significance
+            if args.collect_only:
+                plan(variants, seeds)
+            else:
+                run_comparison(variants, seeds, args.output, num_gpus=args.num_gpus,
+                               data_root=args.data_root, relation_images=args.relation_images)
+            results = collect(variants, seeds, args.output, reference=args.reference,
+                              classes=args.classes or CONTEXT_CLASSES, contrasts=contrasts,
+                              precision=args.precision)
+            results["max_seeds"] = args.max_seeds if args.precision is not None else None
+            more = None if args.collect_only or args.precision is None else \
+                more_seeds(results, seeds, args.max_seeds)
+            if more is None:
+                break
+            print(f"[more seeds] a contrast is wider than +-{args.precision}: seeds {more}")
+            seeds = more
         paths = write_report(results, report)
     except InputError as e:
         exit_with_error(e)

@@ -74,7 +74,12 @@ def plan(variants: Sequence[Variant], seeds: Sequence[int]) -> List[tuple]:
         raise InputError(f"variant names {dup} appear twice")
     for v in variants:
         _check_name(v.name)
-        load_config(v.config_file, v.opts)  # raises InputError naming the file or key
+        weights = load_config(v.config_file, v.opts).MODEL.WEIGHTS  # InputError names the key
+        if weights and "://" not in weights and not os.path.isfile(weights):
+            raise InputError(f"variant {v.name}: MODEL.WEIGHTS {weights} does not exist (the "
+                             "mini_pretrained preset's: make it with python "
+                             "tools/pretrain_backbone.py --output output/pretrain_R18 "
+                             "--data-root datasets/synthetic_pretrain)")
     return [(v, s) for s in seeds for v in variants]
 
 

@@ -6,7 +6,7 @@ is the default reference of the paired differences.
 """
 import os
 
-__all__ = ["PRESETS", "REPO", "preset_variants"]
+__all__ = ["PRESETS", "PRETRAINED_R18", "REPO", "preset_variants"]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,6 +19,11 @@ _Q2_Q5 = ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
 # The demo's schedule shortened by a quarter (same LR steps, proportionally), so one run stays
 # within the ~5 minutes on 2 CPU cores that a table of 21+ runs in an afternoon allows.
 _MINI_SCHEDULE = ["SOLVER.MAX_ITER", "450", "SOLVER.STEPS", "(340, 410)"]
+
+
+# Where tools/pretrain_backbone.py --output output/pretrain_R18 caches the pretrained ResNet-18
+# (its default seed): the mini_pretrained preset starts every run from it.
+PRETRAINED_R18 = os.path.join("output", "pretrain_R18", "R18_synthetic_seed1000.pth")
 
 
 def _fusion(*kinds):
@@ -53,6 +58,9 @@ PRESETS = {
         ("sum_p2p7", _fusion("sum", "sum", "sum", "sum", "sum")),  # RSP-4's sum control
     ]],
 }
+# The same rows from a pretrained backbone, as the paper starts from ImageNet weights.
+PRESETS["mini_pretrained"] = [(n, cfg, opts + ["MODEL.WEIGHTS", PRETRAINED_R18])
+                              for n, cfg, opts in PRESETS["mini"]]
 
 
 def preset_variants(name: str):
@@ -62,4 +70,10 @@ def preset_variants(name: str):
 
     if name not in PRESETS:
         raise InputError(f"--preset {name!r}: expected one of {sorted(PRESETS)}")
-    return [Variant(n, os.path.join(REPO, cfg), list(opts)) for n, cfg, opts in PRESETS[name]]
+    return [Variant(n, os.path.join(REPO, cfg), [_in_repo(o) for o in opts])
+            for n, cfg, opts in PRESETS[name]]
+
+
+def _in_repo(value: str) -> str:
+    """The cached weights' path made absolute (the runs start in other folders)."""
+    return os.path.join(REPO, value) if value == PRETRAINED_R18 else value

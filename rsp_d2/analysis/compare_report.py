@@ -6,14 +6,15 @@ import io
 import json
 import math
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..utils.errors import InputError
 from ..utils.file_io import write_bytes_atomic, write_json_atomic
 from .compare import RELATION_CONTENT, RESULTS, RUN_INFO, Variant, is_finished, run_dir
 from .stats import paired_difference, summarize
 
-__all__ = ["CONTEXT_CLASSES", "collect", "markdown_table", "plot_seeds", "write_report"]
+__all__ = ["CONTEXT_CLASSES", "collect", "contrast", "markdown_table", "more_seeds",
+           "parse_contrast", "plot_seeds", "write_report"]
 
 # Classes whose label is decided by the surroundings (rider vs person: what the figure rides).
 CONTEXT_CLASSES = ("rider", "person", "bicycle")
@@ -52,13 +53,21 @@ def _mean_relations(per_seed: List[Dict]) -> Dict[str, float]:
 
 def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
             reference: Optional[str] = None, classes: Sequence[str] = CONTEXT_CLASSES,
-            confidence: float = 0.95) -> Dict:
-    """Read every finished run under `root`; unfinished ones are listed under "missing"."""
+            confidence: float = 0.95, contrasts: Optional[Sequence[Tuple[str, str]]] = None,
+            precision: Optional[float] = None) -> Dict:
+    """Read every finished run under `root`; unfinished ones are listed under "missing".
+
+    Args:
+        contrasts: (A, B) pairs whose paired per-seed difference A - B is reported under
+            "contrasts" (default: every variant against the reference).
+        precision: the half-width of the `confidence` interval a contrast must reach; each
+            contrast then says whether it did ("reached").
+    """
     reference = reference or variants[0].name
     if reference not in [v.name for v in variants]:
         raise InputError(f"--reference {reference!r}: not one of the variants "
                          f"{[v.name for v in variants]}")
-    report = {"root": os.path.abspath(root), "seeds": list(seeds), "reference": reference,
+    report = {"root": _portable(root), "seeds": list(seeds), "reference": reference,
               "classes": list(classes), "confidence": confidence, "variants": {},
               "missing": []}
     for v in variants:
@@ -82,8 +91,9 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
                 with open(rel) as f:
                     runs[s]["relation_content"] = json.load(f)
                     relations.append(runs[s]["relation_content"])
-        entry = {"config_file": v.config_file, "opts": list(v.opts), "runs": runs,
-                 **_head_cost(v), "relation_content": _mean_relations(relations)}
+        entry = {"config_file": _portable(v.config_file),
+                 "opts": [_portable(o) if os.path.isabs(o) else o for o in v.opts],
+                 "runs": runs, **_head_cost(v), "relation_content": _mean_relations(relations)}
         walls = [r["wall_s"] for r in runs.values() if r.get("wall_s") is not None]
         entry["wall_s_median"] = summarize(walls)["median"] if walls else None
         if runs:
@@ -99,7 +109,53 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
             entry["vs_reference"] = paired_difference(
                 {s: r["mIoU"] for s, r in entry["runs"].items()},
                 {s: r["mIoU"] for s, r in ref_runs.items()}, confidence)
+    names = [v.name for v in variants]
+    pairs = list(contrasts) if contrasts is not None else \
+        [(n, reference) for n in names if n != reference]
+    report["precision"] = precision
+    report["contrasts"] = [contrast(report["variants"], a, b, confidence, precision)
+                           for a, b in pairs]
     return report
+
+
+def _portable(path: str) -> str:
+    """`path` relative to the repository when inside it, so that a published report holds no
+    machine's absolute paths."""
+    from .compare_presets import REPO
+
+    path = os.path.abspath(path)
+    return os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path
+
+
+def parse_contrast(text: str) -> Tuple[str, str]:
+    """``"A:B"`` (the command line's --contrast) -> ("A", "B")."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"--contrast {text!r}: expected A:B, two variant names")
+    return parts[0], parts[1]
+
+
+def more_seeds(report: Dict, seeds: Sequence[int], max_seeds: int) -> Optional[List[int]]:
+    """`seeds` and one more when a contrast of `report` has not reached its precision and
+    fewer than `max_seeds` seeds were run; else None (the comparison is done)."""
+    if all(c["reached"] for c in report["contrasts"]) or len(seeds) >= max_seeds:
+        return None
+    return list(seeds) + [max(seeds) + 1]
+
+
+def contrast(variants: Dict, a: str, b: str, confidence: float,
+             precision: Optional[float]) -> Dict:
+    """The paired difference A - B over the seeds both have, its interval's half-width, and
+    whether that is at most `precision` (None: no precision asked)."""
+    for name in (a, b):
+        if name not in variants:
+            raise InputError(f"contrast {a}:{b}: {name!r} is not one of the variants "
+                             f"{sorted(variants)}")
+    d = paired_difference({s: r["mIoU"] for s, r in variants[a]["runs"].items()},
+                          {s: r["mIoU"] for s, r in variants[b]["runs"].items()}, confidence)
+    half = (d["ci_high"] - d["ci_low"]) / 2
+    reached = None if precision is None else bool(half <= precision)  # False while NaN
+    return {"a": a, "b": b, **d, "half_width": half, "reached": reached}
 
 
 def _one_cpu(variants: Dict) -> Optional[str]:
@@ -144,6 +200,24 @@ def markdown_table(report: Dict) -> str:
                + [_f(e["flops"] / 1e9, 2), _f(e["params"] / 1e6, 3), rel,
                   _f(e["wall_s_median"], 0)])
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n" + _contrast_table(report, pct)
+
+
+def _contrast_table(report: Dict, pct: int) -> str:
+    """One row per contrast: "A - B = +x.x ± y.y over N seeds", and whether the precision the
+    comparison asked for was reached."""
+    rows = report.get("contrasts") or []
+    if not rows:
+        return ""
+    precision = report.get("precision")
+    goal = f"±{precision:.1f} reached" if precision is not None else "precision"
+    lines = ["", f"| contrast | seeds | mean difference ± {pct}% half-width | {pct}% CI | "
+             f"wins/losses | {goal} |", "|---|---|---|---|---|---|"]
+    for c in rows:
+        reached = "–" if c["reached"] is None else ("yes" if c["reached"] else "no")
+        lines.append(f"| {c['a']} − {c['b']} | {c['n']} | {c['mean']:+.1f} ± "
+                     f"{_f(c['half_width'])} | [{_f(c['ci_low'])}, {_f(c['ci_high'])}] | "
+                     f"{c['wins']}/{c['losses']} | {reached} |")
     return "\n".join(lines) + "\n"
 
 
