@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from ..utils.errors import InputError
+from ..utils.errors import InputError, print_error
 from ..utils.file_io import write_json_atomic
 from ..utils.machine import cpu_model
 from .compare_presets import PRESETS
@@ -198,7 +198,7 @@ def _worker(argv: Sequence[str]) -> int:
     """``python -m rsp_d2.analysis.compare --relation-images N TRAIN_NET_ARGS``: what
     train_net.py does, then the relation scores of the final model (of N val images; none for
     N = 0). ``--score-only N``: the scores alone, of a finished run."""
-    from ..engine import DatasetNotFoundError, argument_parser, load_cfg, run
+    from ..engine import argument_parser, load_cfg, run
 
     mode, relation_images, argv = argv[0], int(argv[1]), list(argv[2:])
     args = argument_parser().parse_args(argv)
@@ -211,8 +211,8 @@ def _worker(argv: Sequence[str]) -> int:
             cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
             scores = _score_relations(cfg, relation_images)
             write_json_atomic(os.path.join(cfg.OUTPUT_DIR, RELATION_CONTENT), scores, indent=2)
-    except (DatasetNotFoundError, InputError) as e:
-        print(f"error: {e}", flush=True)
+    except InputError as e:
+        print_error(e, file=sys.stdout)  # into the run's log, which RunFailed quotes
         return 2
     return 0
 

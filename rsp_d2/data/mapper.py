@@ -17,6 +17,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 
+from ..utils.errors import InputError
+
 __all__ = [
     "DatasetRecordError",
     "PadToSize",
@@ -29,8 +31,10 @@ __all__ = [
 ]
 
 
-class DatasetRecordError(RuntimeError):
-    """A dataset record (image or annotation file) could not be loaded; the message names it."""
+class DatasetRecordError(InputError, RuntimeError):
+    """A dataset record (image or annotation file) could not be loaded; the message names it.
+    A user error like any (:class:`InputError`), and a RuntimeError for callers that catch
+    what a loader raises."""
 
 
 def read_dataset_image(path: str, image_format: Optional[str]) -> np.ndarray:

@@ -18,8 +18,9 @@ _PATH_FIELDS = ("image_root", "image_dir", "gt_dir", "json_file", "panoptic_root
                 "panoptic_json", "sem_seg_root")
 
 
-class DatasetNotFoundError(FileNotFoundError):
-    """A configured dataset is not registered, or its files are not on disk."""
+class DatasetNotFoundError(InputError, FileNotFoundError):
+    """A configured dataset is not registered, or its files are not on disk: a user error
+    (:class:`InputError`) and a FileNotFoundError."""
 
 
 def datasets_of(cfg, eval_only: bool = False) -> List[str]:

@@ -1,7 +1,6 @@
 """What ``train_net.py`` runs: config setup, the per-process main, and the launch."""
 import argparse
 import contextlib
-import sys
 from typing import Dict, Optional
 
 import torch.distributed as dist
@@ -11,21 +10,16 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import load_config
-from ..data.mapper import DatasetRecordError
-from ..utils.errors import InputError
+from ..utils.errors import InputError, print_error
 from .checkpoint import AtomicDetectionCheckpointer, local_checkpoint, model_config_of
 from .interrupt import (disk_full, disk_full_message, exit_status, interrupted_in, interruption_message,
                         sigterm_as_interrupt)
-from .dataset_checks import DatasetNotFoundError
 from .preflight import checkpoint_to_load, preflight
 from .run_lock import output_dir_lock
 from .trainer import RSPTrainer
 
 __all__ = ["argument_parser", "cli", "load_cfg", "main", "run", "setup"]
 
-# Raised for what the user can fix (config, paths, data, checkpoints, a diverging recipe):
-# printed as one "error: ..." line with exit status 2; anything else keeps its traceback.
-USER_ERRORS = (InputError, DatasetNotFoundError, DatasetRecordError)
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -112,15 +106,6 @@ def run(args):
                       args=(args, preloaded))
 
 
-def _one_line(error: BaseException) -> str:
-    """The message of a user error; one raised in a data-loader worker comes wrapped in the
-    worker's traceback text, of which its last line is the message."""
-    text = str(error)
-    if "Original Traceback" in text:
-        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
-    return text
-
-
 def cli(argv=None) -> int:
     """``train_net.py``: parse `argv`, :func:`run`. Ends with one ``error: ...`` line on
     stderr and no traceback on a user error or a full disk (exit status 2), on Ctrl-C (130) and
@@ -130,8 +115,8 @@ def cli(argv=None) -> int:
     try:
         with sigterm_as_interrupt():
             run(args)
-    except USER_ERRORS as e:
-        return _fail(_one_line(e), 2)
+    except InputError as e:
+        return _fail(e, 2)
     except KeyboardInterrupt as e:
         return _fail(interruption_message(e, args), exit_status(e))
     except Exception as e:
@@ -142,6 +127,6 @@ def cli(argv=None) -> int:
     return 0
 
 
-def _fail(message: str, status: int) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def _fail(message, status: int) -> int:
+    print_error(message)
     return status

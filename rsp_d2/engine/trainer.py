@@ -13,7 +13,7 @@ import detectron2.engine.defaults as d2_defaults
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 
-from ..data.mapper import DatasetRecordError, build_mapper
+from ..data.mapper import build_mapper
 from ..data.resumable import build_resumable_train_loader
 from ..evaluation.build import build_evaluator
 from ..utils.errors import InputError, TrainingDivergedError
@@ -56,7 +56,7 @@ def _drop_user_error_tracebacks(record: logging.LogRecord) -> bool:
     # FloatingPointError: a NaN/Inf loss, re-raised by RSPTrainer.run_step as a user error; a
     # full disk: train_net names it in one line
     error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, (InputError, DatasetRecordError, FloatingPointError))
+    return not (isinstance(error, (InputError, FloatingPointError))
                 or error is not None and disk_full(error) is not None)
 
 
