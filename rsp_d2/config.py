@@ -59,6 +59,9 @@ def add_rsp_config(cfg):
     cfg.RSP_D2.LOG_PERIOD = 20
     # Semantic evaluation also writes confusion_matrix.{json,png} into the inference folder.
     cfg.TEST.CONFUSION_MATRIX = False
+    # Semantic evaluation also scores the pixels within this many pixels of a ground-truth class
+    # boundary ("sem_seg_band" in the results; rsp_d2/evaluation/boundary_band.py); 0: off.
+    cfg.TEST.BOUNDARY_BAND = 0
 
 
 def load_config(config_file: str, opts: Sequence[str] = (), *, weights: Optional[str] = None,

@@ -17,12 +17,13 @@ SUM = ["MODEL.SEM_SEG_HEAD.RSP.FUSION", "['sum','sum','sum','sum','sum']"]
 CPU = "Test CPU"
 
 
-def _finished(root, variant, seed, miou, cpu=CPU):
+def _finished(root, variant, seed, miou, cpu=CPU, band=None):
     out = run_dir(str(root), variant, seed)
     (root / variant.name / f"seed{seed}" / "inference").mkdir(parents=True)
     (root / variant.name / f"seed{seed}" / "model_final.pth").write_bytes(b"")
     with open(f"{out}/inference/results.json", "w") as f:
-        json.dump({"sem_seg": {"mIoU": miou, "IoU-rider": miou}}, f)
+        json.dump({"sem_seg": {"mIoU": miou, "IoU-rider": miou},
+                   **({"sem_seg_band": {"mIoU": band}} if band is not None else {})}, f)
     with open(f"{out}/run_info.json", "w") as f:
         json.dump({"wall_s": 1.0, "cpu": cpu}, f)
     assert is_finished(out)
@@ -38,8 +39,8 @@ def test_contrast_interval_and_the_stopping_rule(variants, tmp_path):
     rsp4, base = variants
     diffs = [1.0, 3.0, 2.0]
     for seed, d in enumerate(diffs):
-        _finished(tmp_path, base, seed, 50.0 + seed)
-        _finished(tmp_path, rsp4, seed, 50.0 + seed + d)
+        _finished(tmp_path, base, seed, 50.0 + seed, band=40.0)
+        _finished(tmp_path, rsp4, seed, 50.0 + seed + d, band=40.0 + 2 * d)
     report = collect(variants, [0, 1, 2], str(tmp_path), contrasts=[("rsp4", "sum")],
                      precision=1.0)
     (c,) = report["contrasts"]
@@ -47,6 +48,7 @@ def test_contrast_interval_and_the_stopping_rule(variants, tmp_path):
     assert (c["a"], c["b"], c["n"]) == ("rsp4", "sum", 3)
     assert c["mean"] == pytest.approx(2.0) and c["half_width"] == pytest.approx(half)
     assert c["reached"] is False  # +-2.48 is wider than +-1.0
+    assert c["band"]["n"] == 3 and c["band"]["mean"] == pytest.approx(4.0)
     assert report["cpu"] == CPU and report["root"] == str(tmp_path)
     assert more_seeds(report, [0, 1, 2], max_seeds=10) == [0, 1, 2, 3]
     assert more_seeds(report, [0, 1, 2], max_seeds=3) is None  # the maximum ends it
@@ -88,7 +90,7 @@ def test_tool_stops_at_max_seeds_and_says_so(tmp_path):
     assert "[run]" not in proc.stdout and "[more seeds]" not in proc.stdout
     table = (out / "comparison.md").read_text()
     assert table.startswith(f"Runs made on: {CPU}\n")
-    assert "| rsp4 − sum | 2 | +2.0 ± 25.4 | [-23.4, 27.4] | 1/0 | no |" in table
+    assert "| rsp4 − sum | 2 | +2.0 ± 25.4 | [-23.4, 27.4] | 1/0 | no | – |" in table
     with open(out / "comparison.json") as f:
         report = json.load(f)
     assert report["precision"] == 1.0 and report["max_seeds"] == 2

@@ -21,14 +21,19 @@ CONTEXT_CLASSES = ("rider", "person", "bicycle")
 
 
 def _miou(results: Dict, path: str) -> Dict[str, float]:
-    """{"mIoU": ..., "IoU-<class>": ...} of one run's results.json (SemSegEvaluator's)."""
+    """{"mIoU": ..., "IoU-<class>": ..., and "band_mIoU" where TEST.BOUNDARY_BAND scored the
+    pixels near class boundaries} of one run's results.json (SemSegEvaluator's)."""
     sem = results.get("sem_seg")
     if not isinstance(sem, dict) or "mIoU" not in sem:
         raise InputError(f"{path}: expected a 'sem_seg' entry with 'mIoU' (a semantic "
                          f"segmentation run), got keys {sorted(results)}")
     # strict JSON: a class absent from the val split is null (NaN in the evaluator)
-    return {k: math.nan if v is None else float(v) for k, v in sem.items()
-            if k == "mIoU" or k.startswith("IoU-")}
+    out = {k: math.nan if v is None else float(v) for k, v in sem.items()
+           if k == "mIoU" or k.startswith("IoU-")}
+    band = results.get("sem_seg_band")
+    if isinstance(band, dict) and band.get("mIoU") is not None:
+        out["band_mIoU"] = float(band["mIoU"])
+    return out
 
 
 def _head_cost(variant: Variant) -> Dict[str, float]:
@@ -151,11 +156,18 @@ def contrast(variants: Dict, a: str, b: str, confidence: float,
         if name not in variants:
             raise InputError(f"contrast {a}:{b}: {name!r} is not one of the variants "
                              f"{sorted(variants)}")
-    d = paired_difference({s: r["mIoU"] for s, r in variants[a]["runs"].items()},
-                          {s: r["mIoU"] for s, r in variants[b]["runs"].items()}, confidence)
+    def differences(metric):
+        return paired_difference(
+            {s: r[metric] for s, r in variants[a]["runs"].items() if metric in r},
+            {s: r[metric] for s, r in variants[b]["runs"].items() if metric in r}, confidence)
+
+    d = differences("mIoU")
     half = (d["ci_high"] - d["ci_low"]) / 2
     reached = None if precision is None else bool(half <= precision)  # False while NaN
-    return {"a": a, "b": b, **d, "half_width": half, "reached": reached}
+    band = differences("band_mIoU")  # where the difference is: near class boundaries
+    return {"a": a, "b": b, **d, "half_width": half, "reached": reached,
+            "band": {"n": band["n"], "mean": band["mean"], "ci_low": band["ci_low"],
+                     "ci_high": band["ci_high"]}}
 
 
 def _one_cpu(variants: Dict) -> Optional[str]:
@@ -212,12 +224,16 @@ def _contrast_table(report: Dict, pct: int) -> str:
     precision = report.get("precision")
     goal = f"±{precision:.1f} reached" if precision is not None else "precision"
     lines = ["", f"| contrast | seeds | mean difference ± {pct}% half-width | {pct}% CI | "
-             f"wins/losses | {goal} |", "|---|---|---|---|---|---|"]
+             f"wins/losses | {goal} | boundary-band mIoU difference [{pct}% CI] |",
+             "|---|---|---|---|---|---|---|"]
     for c in rows:
         reached = "–" if c["reached"] is None else ("yes" if c["reached"] else "no")
+        band = c["band"]
+        near = "–" if not band["n"] else \
+            f"{band['mean']:+.1f} [{_f(band['ci_low'])}, {_f(band['ci_high'])}]"
         lines.append(f"| {c['a']} − {c['b']} | {c['n']} | {c['mean']:+.1f} ± "
                      f"{_f(c['half_width'])} | [{_f(c['ci_low'])}, {_f(c['ci_high'])}] | "
-                     f"{c['wins']}/{c['losses']} | {reached} |")
+                     f"{c['wins']}/{c['losses']} | {reached} | {near} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
 """Evaluators: Cityscapes' official evaluation on any number of machines, the semantic
-evaluation with a confusion matrix, COCO panoptic evaluation without silent subsets, the choice
+evaluation with a confusion matrix and over the pixels near class boundaries, COCO panoptic evaluation without silent subsets, the choice
 of evaluators by ``evaluator_type``, and the ground truth each of them reads."""
+from .boundary_band import BoundaryBandSemSegEvaluator, boundary_band
 from .build import EVALUATOR_TYPES, build_evaluator
 from .cityscapes import CityscapesOfficialSemSegEvaluator
 from .confusion import CONFUSION_JSON, CONFUSION_PNG, ConfusionMatrixSemSegEvaluator

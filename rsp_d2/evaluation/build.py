@@ -11,6 +11,7 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
+from .boundary_band import BoundaryBandSemSegEvaluator
 from .cityscapes import CityscapesOfficialSemSegEvaluator
 from .confusion import ConfusionMatrixSemSegEvaluator
 from .panoptic import PairedCOCOPanopticEvaluator
@@ -25,8 +26,15 @@ def _semantic(cfg, dataset_name: str, output_dir: str) -> DatasetEvaluator:
     return cls(dataset_name, distributed=True, output_dir=output_dir)
 
 
+def _band(cfg, dataset_name: str) -> List[DatasetEvaluator]:
+    """The boundary-band evaluator when TEST.BOUNDARY_BAND asks for it."""
+    width = cfg.TEST.BOUNDARY_BAND
+    return [BoundaryBandSemSegEvaluator(dataset_name, width=width)] if width > 0 else []
+
+
 def _cityscapes(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvaluator]:
-    return [CityscapesOfficialSemSegEvaluator(dataset_name), _semantic(cfg, dataset_name, output_dir)]
+    return [CityscapesOfficialSemSegEvaluator(dataset_name),
+            _semantic(cfg, dataset_name, output_dir), *_band(cfg, dataset_name)]
 
 
 def _coco_panoptic(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvaluator]:
@@ -42,7 +50,7 @@ def _coco_panoptic(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvalu
 
 
 def _sem_seg(cfg, dataset_name: str, output_dir: str) -> List[DatasetEvaluator]:
-    return [_semantic(cfg, dataset_name, output_dir)]
+    return [_semantic(cfg, dataset_name, output_dir), *_band(cfg, dataset_name)]
 
 
 # evaluator_type -> the evaluators of that kind of dataset; what they read per record is listed
