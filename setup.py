@@ -66,7 +66,20 @@ def extensions():
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}
 
 
+def link_configs():
+    """Ship configs/ inside the package as rsp_d2/model_zoo/configs (found by
+    rsp_d2.model_zoo.get_config_file), as Detectron2 ships its model zoo's: a link in the source
+    tree, whose files the wheel copies."""
+    link = os.path.join(HERE, "rsp_d2", "model_zoo", "configs")
+    if not os.path.exists(link):
+        try:
+            os.symlink(os.path.join("..", "..", "configs"), link)
+        except OSError:  # no symlinks here: a copy
+            shutil.copytree(os.path.join(HERE, "configs"), link)
+
+
 ext_modules, cmdclass = extensions()
+link_configs()
 
 # detectron2 is deliberately not listed: it has no official PyPI release, and users who built
 # it from source must not get a second copy. requirements.txt pins the tested stack.
@@ -75,6 +88,7 @@ setup(
     version="0.1.0",
     description="RSP head (Relational Semantics Propagator, Bai et al. RA-L 2021) for Detectron2",
     packages=find_packages(include=["rsp_d2", "rsp_d2.*"]),
+    package_data={"rsp_d2.model_zoo": ["configs/*.yaml", "configs/**/*.yaml"]},
     python_requires=">=3.8",
     install_requires=["torch>=1.10", "fvcore", "numpy"],
     ext_modules=ext_modules,

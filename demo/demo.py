@@ -6,15 +6,18 @@ r"""Run an RSP model on images or a video and draw its predictions (Detectron2's
         --opts MODEL.WEIGHTS output/demo_rsp4_R18/model_final.pth
     python demo/demo.py --config-file CFG --video-input clip.mp4 --output out/ --opts MODEL.WEIGHTS CKPT
 
-Semantic models (SemanticSegmentor + RSPHead) are drawn with Visualizer.draw_sem_seg, panoptic
+Semantic models (SemanticSegmentor + RSPHead) are drawn as Visualizer.draw_sem_seg draws them
+(demo/predictor.py's draw_sem_seg, in one pass: 24-megapixel photos fit in memory), panoptic
 ones (Panoptic FPN) with draw_panoptic_seg (draw_panoptic_seg_predictions for video). Each
 drawing has the size of its input image. Runs on the CPU when there is no CUDA.
 """
 import argparse
 import os
 import time
+from typing import Tuple
 
 import cv2
+import torch
 import tqdm
 from PIL import Image
 
@@ -27,14 +30,13 @@ from rsp_d2.utils.file_io import save_image_atomic
 
 from predictor import SegmentationDemo, expand_inputs, output_paths
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _VIDEO_EXTENSIONS = (".mp4", ".avi")
 
 
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", metavar="FILE",
-                   default=os.path.join(_REPO, "configs/demo/rsp4_R18_synthetic.yaml"))
+                   default="configs/demo/rsp4_R18_synthetic.yaml")  # shipped with rsp_d2: found anywhere
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="PATH",
                      help="images: files, glob patterns ('dir/*.png') or folders (searched "
@@ -66,22 +68,50 @@ def run_images(demo, inputs, targets, logger):
         start = time.perf_counter()
         predictions, vis = demo.run_on_image(image)
         what = (f"{len(predictions['panoptic_seg'][1])} segments" if "panoptic_seg" in predictions
-                else f"{int(predictions['sem_seg'].argmax(0).unique().numel())} classes")
+                else f"{_count_classes(predictions['sem_seg_labels'])} classes")
         logger.info(f"{path}: {what} in {time.perf_counter() - start:.2f}s -> {target}")
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         save_image_atomic(target, Image.fromarray(vis.get_image()))
 
 
-def open_video(path):
+def _count_classes(labels) -> int:
+    # bincount, not unique: unique sorts a copy of the labels (hundreds of MB at 24 megapixels)
+    return int(torch.bincount(labels.flatten()).count_nonzero())
+
+
+def open_video(path) -> Tuple[cv2.VideoCapture, Tuple[int, int]]:
+    """The capture of `path`, positioned at its first frame, and its frame size (width, height),
+    or InputError saying why `path` is not a video."""
+    if not os.path.isfile(path):
+        raise InputError(f"--video-input {path}: file not found")
     video = cv2.VideoCapture(path)
-    if not os.path.isfile(path) or not video.isOpened() or video.get(cv2.CAP_PROP_FRAME_COUNT) <= 0:
-        raise InputError(f"cannot read video {path} (expected a file OpenCV can decode, e.g. .mp4)")
-    return video
+    if not video.isOpened():
+        raise InputError(f"cannot read video {path}: OpenCV cannot open it (expected a video "
+                         "file, e.g. .mp4)")
+    codec = int(video.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode("latin-1")
+    if codec == "ansi":
+        video.release()
+        # FFmpeg's tty demuxer renders the characters of .txt, .nfo, .asc ... files as frames.
+        raise InputError(f"cannot read video {path}: it is a text file, which FFmpeg would only "
+                         "render as ANSI art frames (expected a video file, e.g. .mp4)")
+    # The container's header can promise frames that cannot be decoded (a truncated file):
+    # decode one, and take the frame size from it (the header may say 0 x 0).
+    ok, frame = video.read()
+    if not ok or frame is None or frame.size == 0:
+        width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+        video.release()
+        raise InputError(f"cannot read video {path}: not a decodable video (OpenCV finds "
+                         f"{frames} frames of {width} x {height} pixels but cannot decode the "
+                         "first one; is the file complete?)")
+    video.release()
+    video = cv2.VideoCapture(path)  # from the first frame again (seeking is not exact in all codecs)
+    return video, (frame.shape[1], frame.shape[0])
 
 
-def run_video(demo, video, args, logger):
+def run_video(demo, video, size, args, logger):
     frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
-    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    width, height = size
     fps = video.get(cv2.CAP_PROP_FPS) or 15.0
     target = args.output
     if os.path.isdir(target) or not target.lower().endswith(_VIDEO_EXTENSIONS):
@@ -94,9 +124,12 @@ def run_video(demo, video, args, logger):
     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height), True)
     if not writer.isOpened():
         raise InputError(f"cannot write video {target} (OpenCV has no mp4v encoder here)")
+    written = 0
     try:
-        for frame in tqdm.tqdm(demo.run_on_video(video), total=frames, desc="frames", unit="frame"):
+        for frame in tqdm.tqdm(demo.run_on_video(video), total=frames if frames > 0 else None,
+                               desc="frames", unit="frame"):
             writer.write(frame)
+            written += 1
         writer.release()
         os.replace(tmp, target)
     finally:
@@ -104,7 +137,7 @@ def run_video(demo, video, args, logger):
         video.release()
         if os.path.exists(tmp):
             os.remove(tmp)
-    logger.info(f"{args.video_input}: {frames} frames -> {target}")
+    logger.info(f"{args.video_input}: {written} frames -> {target}")
 
 
 def main(argv=None):
@@ -116,8 +149,8 @@ def main(argv=None):
         cfg = setup_cfg(args)
         # Inputs are checked before the model is built.
         if args.video_input:
-            video = open_video(args.video_input)
-            run_video(SegmentationDemo(cfg), video, args, logger)
+            video, size = open_video(args.video_input)
+            run_video(SegmentationDemo(cfg), video, size, args, logger)
         else:
             inputs = expand_inputs(args.input)
             targets = output_paths(inputs, args.output)

@@ -10,6 +10,7 @@ import torch
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .model_zoo import resolve_config_path
 from .utils.errors import InputError
 
 __all__ = ["add_rsp_config", "load_config"]
@@ -73,10 +74,14 @@ def load_config(config_file: str, opts: Sequence[str] = (), *, weights: Optional
         cpu_if_no_cuda: set MODEL.DEVICE to "cpu" when CUDA is unavailable, so that the
             inference tools run GPU-trained configs anywhere.
 
+    A repository-relative ``configs/...`` path that is not a file here is one of the configs
+    rsp_d2 ships (:func:`rsp_d2.model_zoo.get_config_file`).
+
     Raises:
         InputError: the file is missing, or it or `opts` cannot be merged (unknown key, bad
             value); the message names the file or the override.
     """
+    config_file = resolve_config_path(config_file)  # configs/... from an installed package
     if not os.path.isfile(config_file):
         raise InputError(f"config file not found: {config_file} (expected a Detectron2 .yaml)")
     cfg = get_cfg()

@@ -123,7 +123,7 @@ def test_demo_draws_panoptic_predictions():
     predictions = {"panoptic_seg": (seg, [
         {"id": 1, "category_id": 1, "isthing": False, "area": int((seg == 1).sum())},
         {"id": 2, "category_id": 0, "isthing": True, "score": 0.9, "area": 400}])}
-    demo = SegmentationDemo(cfg, predictor=lambda image: predictions)
+    demo = SegmentationDemo(cfg, predictor=lambda image, **kwargs: predictions)
     assert "person" in demo.metadata.thing_classes
     assert demo.metadata.stuff_colors == MetadataCatalog.get(cfg.DATASETS.TEST[0]).stuff_colors
     image = np.full((64, 96, 3), 127, dtype=np.uint8)

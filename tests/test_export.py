@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from tool_utils import call_main, run_tool
 
 from detectron2.modeling import build_model
@@ -109,6 +110,39 @@ def test_relation_exports_as_standard_ops(impl, kw):
                                rtol=1e-5, atol=1e-5)
     traced = torch.jit.load(io.BytesIO(export_torchscript(_Relation(impl, **kw), (q, k, v, pos))))
     torch.testing.assert_close(traced(q, k, v, pos), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant, size", [("rsp4", (37, 53)), ("rsp2", (20, 30))])
+def test_one_tile_input_is_padded_to_two(variant, size):
+    """An input within one size_divisibility tile (128 for P2-P7, 32 for P2-P5) would make the
+    coarsest level 1 x 1, which a GroupNorm with one channel per group refuses: the adapter
+    pads it with zeros to two tiles wide, as FPNP2P7 does in the model."""
+    _, model = _model(VARIANTS[variant] + _K3)
+    x, (h, w) = _image(*size), size
+    d = model.backbone.size_divisibility
+    with torch.no_grad():
+        out = SemanticSegmentationAdapter(model)(x)
+        padded = F.pad((x - model.pixel_mean.view(1, -1, 1, 1)) / model.pixel_std.view(1, -1, 1, 1),
+                       (0, 2 * d - w, 0, d - h))
+        ref = model.sem_seg_head(model.backbone(padded))[0][:, :, :h, :w]
+        torch.testing.assert_close(out, ref)
+        if variant == "rsp4":  # the model pads the same way itself
+            d2 = model([{"image": x[0], "height": h, "width": w}])[0]["sem_seg"]
+            torch.testing.assert_close(out[0], d2, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_export_tool_small_sample(tmp_path):
+    _, model = _model(_K3)
+    weights = tmp_path / "model.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    r = call_main("tools/export_model.py", "--config-file", TINY, "--output", tmp_path / "m.onnx",
+                  "--sample-size", "37", "53", "MODEL.WEIGHTS", weights, *_K3)
+    assert r.returncode == 0, r.stderr
+    assert "input (1, 3, 37, 53)" in r.stdout
+    x = _image(37, 53)
+    with torch.no_grad():
+        _assert_close(SemanticSegmentationAdapter(model)(x), run_onnx(str(tmp_path / "m.onnx"), (x,))[0])
 
 
 def test_unexportable_relation_refuses_to_trace():

@@ -5,17 +5,16 @@
     python tools/analyze_head.py --paper-tables [--json out.json]
 """
 import argparse
-import os
 import sys
 
 from rsp_d2.analysis.flops import count_head
 from rsp_d2.analysis.paper_tables import FLOPS_TOLERANCE_G, format_rows, reproduce_rows
 from rsp_d2.config import load_config
+from rsp_d2.model_zoo import config_root
 from rsp_d2.utils.errors import InputError, exit_with_error
 from rsp_d2.utils.file_io import write_json_atomic
 from rsp_d2.utils.paths import check_output_file
 
-CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
 
 def main(argv=None):
@@ -47,7 +46,7 @@ def main(argv=None):
             print(f"  {name:10s} {f / 1e9:8.3f} G")
         result, bad = r, []
     else:
-        result = reproduce_rows(CONFIGS, height=h, width=w,
+        result = reproduce_rows(config_root(), height=h, width=w,
                                 progress=lambda row: print(f"counting {row.config}", file=sys.stderr))
         print(f"Head FLOPs (multiply-adds) at {h}x{w}, tolerance {FLOPS_TOLERANCE_G}G")
         print(format_rows(result))

@@ -21,6 +21,7 @@ from rsp_d2.export import (EXPORT_METHODS, FORMATS, OPSET, build_export_adapter,
                            export_model,
                            image_to_tensor, verify_export)
 from rsp_d2.utils.errors import InputError, exit_with_error
+from rsp_d2.utils.paths import check_output_file
 from rsp_d2.utils.file_io import write_bytes_atomic
 
 
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         check_export_args(args.format, args.export_method)
+        check_output_file(args.output, "--output")  # before minutes of export work
         cfg = load_config(args.config_file, args.opts)
         if args.sample_image:
             sample = image_to_tensor(read_image(args.sample_image, format=cfg.INPUT.FORMAT))

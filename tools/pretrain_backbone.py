@@ -23,8 +23,7 @@ import os
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "demo", "rsp4_R18_synthetic.yaml")
+CONFIG = "configs/demo/rsp4_R18_synthetic.yaml"  # shipped with rsp_d2: found anywhere
 # the head the backbone is trained with: the mini preset's sum baseline (Q2-Q5)
 SUM_HEAD = ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
             "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2','p3','p4','p5']",

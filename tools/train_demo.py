@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--data-root", default=os.path.join(REPO, "datasets", "synthetic"),
                         help="where the synthetic datasets are (made if missing)")
     parser.add_argument("--config-file",
-                        default=os.path.join(REPO, "configs", "demo", "rsp4_R18_synthetic.yaml"))
+                        default="configs/demo/rsp4_R18_synthetic.yaml")  # shipped: found anywhere
     parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "demo_rsp4_R18"))
     parser.add_argument("--num-overlays", type=int, default=4, help="val images to draw (>= 0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE")

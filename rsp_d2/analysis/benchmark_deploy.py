@@ -6,7 +6,6 @@ A *deploy pair* is built once per (what, head): the PyTorch module (its relation
 traced as ``impl="export"``), each as a zero-argument ``run()``, plus how far the two outputs
 are apart (:func:`rsp_d2.export.compare_outputs`), so a timing is never of a wrong graph.
 """
-import os
 from typing import Callable, Dict
 
 import torch
@@ -14,7 +13,7 @@ import torch
 from ..export import (HeadAdapter, SemanticSegmentationAdapter, compare_outputs, export_onnx,
                       make_onnx_session)
 from .benchmark_cases import HEADS, build_head, fpn_shapes
-from .compare_presets import REPO
+from ..model_zoo import get_config_file
 
 __all__ = ["MODEL_CONFIGS", "RUNTIMES", "build_deploy_pair"]
 
@@ -43,7 +42,7 @@ def _model_module(head: str, height: int, width: int, quick: bool):
     from ..config import load_config
 
     opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"] + (_QUICK_MODEL if quick else [])
-    cfg = load_config(os.path.join(REPO, MODEL_CONFIGS[head]), opts)
+    cfg = load_config(get_config_file(MODEL_CONFIGS[head]), opts)
     torch.manual_seed(0)
     module = SemanticSegmentationAdapter(build_model(cfg).eval()).eval()
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)) * 255

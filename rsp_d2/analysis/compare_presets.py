@@ -2,13 +2,12 @@
 miniature on the synthetic Cityscapes (the CPU demo model, configs/demo/rsp4_R18_synthetic.yaml).
 
 Each preset is a list of (name, config file relative to the repository, overrides); the first
-is the default reference of the paired differences.
+is the default reference of the paired differences. The configs are the ones rsp_d2 ships
+(:func:`rsp_d2.model_zoo.get_config_file`), so presets work from an installed package too.
 """
 import os
 
-__all__ = ["PRESETS", "PRETRAINED_R18", "REPO", "preset_variants"]
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+__all__ = ["PRESETS", "PRETRAINED_R18", "preset_variants"]
 
 _CS = "configs/cityscapes"
 _AB = "configs/cityscapes/ablations"
@@ -25,7 +24,8 @@ _MINI_EVAL = ["TEST.BOUNDARY_BAND", "3"]
 
 
 # Where tools/pretrain_backbone.py --output output/pretrain_R18 caches the pretrained ResNet-18
-# (its default seed): the mini_pretrained preset starts every run from it.
+# (its default seed), relative to where the comparison runs: the mini_pretrained preset starts
+# every run from it.
 PRETRAINED_R18 = os.path.join("output", "pretrain_R18", "R18_synthetic_seed1000.pth")
 
 
@@ -68,15 +68,16 @@ PRESETS["mini_pretrained"] = [(n, cfg, opts + ["MODEL.WEIGHTS", PRETRAINED_R18])
 
 def preset_variants(name: str):
     """The :class:`~rsp_d2.analysis.compare.Variant` list of preset `name` (absolute paths)."""
+    from ..model_zoo import get_config_file
     from ..utils.errors import InputError
     from .compare import Variant
 
     if name not in PRESETS:
         raise InputError(f"--preset {name!r}: expected one of {sorted(PRESETS)}")
-    return [Variant(n, os.path.join(REPO, cfg), [_in_repo(o) for o in opts])
+    return [Variant(n, get_config_file(cfg), [_absolute(o) for o in opts])
             for n, cfg, opts in PRESETS[name]]
 
 
-def _in_repo(value: str) -> str:
-    """The cached weights' path made absolute (the runs start in other folders)."""
-    return os.path.join(REPO, value) if value == PRETRAINED_R18 else value
+def _absolute(value: str) -> str:
+    """The cached weights' path made absolute (each run starts in a folder of its own)."""
+    return os.path.abspath(value) if value == PRETRAINED_R18 else value

@@ -124,12 +124,15 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
 
 
 def _portable(path: str) -> str:
-    """`path` relative to the repository when inside it, so that a published report holds no
-    machine's absolute paths."""
-    from .compare_presets import REPO
+    """`path` relative to the current folder (the repository, for its commands) when inside it,
+    and a shipped config as ``configs/...``: a published report holds no machine's absolute
+    paths."""
+    from ..model_zoo import config_root
 
-    path = os.path.abspath(path)
-    return os.path.relpath(path, REPO) if path.startswith(REPO + os.sep) else path
+    path, here, configs = os.path.abspath(path), os.getcwd(), os.path.realpath(config_root())
+    if os.path.realpath(path).startswith(configs + os.sep):
+        return os.path.join("configs", os.path.relpath(os.path.realpath(path), configs))
+    return os.path.relpath(path, here) if path.startswith(here + os.sep) else path
 
 
 def parse_contrast(text: str) -> Tuple[str, str]:

@@ -18,6 +18,7 @@ from detectron2.data import transforms as T
 from detectron2.projects.point_rend import ColorAugSSDTransform
 
 from ..utils.errors import InputError
+from .image_io import read_image
 
 __all__ = [
     "DatasetRecordError",
@@ -38,13 +39,19 @@ class DatasetRecordError(InputError, RuntimeError):
 
 
 def read_dataset_image(path: str, image_format: Optional[str]) -> np.ndarray:
-    """``detection_utils.read_image`` whose failures name the file.
+    """A dataset file as an array, its failures as :class:`DatasetRecordError` naming the file
+    (Pillow reports a truncated or corrupt file without its name, "image file is truncated",
+    which is useless among thousands of dataset files).
 
-    Pillow reports a truncated or corrupt file without its name ("image file is truncated"),
-    which is useless among thousands of dataset files.
+    Args:
+        image_format: an image's channel order ("BGR", "RGB"): read by the package's one image
+            reader (:func:`rsp_d2.data.image_io.read_image`: 16-bit scaled, not clipped); None
+            for a label map, whose values are read as they are.
     """
     try:
-        return utils.read_image(path, format=image_format)
+        if image_format is None:
+            return utils.read_image(path)
+        return read_image(path, format=image_format)
     except Exception as e:
         raise DatasetRecordError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
 

@@ -206,8 +206,9 @@ def check_checkpoint(path: str, what: str = "checkpoint") -> None:
     initialization, and drawings of an untrained model mean nothing.
     """
     if not path:
-        raise InputError(f"no {what} given (MODEL.WEIGHTS is empty): pass the .pth written by "
-                         "train_net.py, e.g. --opts MODEL.WEIGHTS output/.../model_final.pth")
+        raise InputError(f"no {what} given (MODEL.WEIGHTS is empty): set MODEL.WEIGHTS among "
+                         "the config overrides to the .pth written by train_net.py, e.g. "
+                         "MODEL.WEIGHTS output/.../model_final.pth")
     if "://" not in path and not os.path.isfile(path):
         raise InputError(f"{what} not found: {path} (expected a .pth/.pkl file written by "
                          "Detectron2's DetectionCheckpointer)")

@@ -23,6 +23,8 @@ class SemanticSegmentationAdapter(nn.Module):
         ``INPUT.MIN_SIZE_TEST``). Normalization (``MODEL.PIXEL_MEAN`` / ``PIXEL_STD``) and the
         zero padding to ``backbone.size_divisibility`` (128 for the P2-P7 backbones of RSP-4,
         32 for P2-P5) happen inside, as in ``SemanticSegmentor``; the output is cropped back.
+        An input within one such tile (37 x 53) is padded to two tiles wide (128 x 256), so
+        that no level is a single pixel (see ``FPNP2P7``).
         A traced graph is specialized to the H x W it was traced with (the pad amounts and the
         relation's borders are constants): export once per input size.
 
@@ -51,9 +53,14 @@ class SemanticSegmentationAdapter(nn.Module):
                              f"(1, 3, H, W), got {tuple(image.shape)}")
         h, w = int(image.shape[2]), int(image.shape[3])
         d = self.size_divisibility
+        padded_h, padded_w = h + -h % d, w + -w % d
+        if padded_h <= d and padded_w <= d:
+            # One tile: the coarsest level would be a single pixel, which GroupNorm with one
+            # channel per group cannot normalize; two tiles wide, as FPNP2P7 pads at inference.
+            padded_w = 2 * d
         x = (image - self.pixel_mean) / self.pixel_std
         # Padding after normalization with 0, like ImageList.from_tensors in SemanticSegmentor.
-        x = F.pad(x, (0, -w % d, 0, -h % d))
+        x = F.pad(x, (0, padded_w - w, 0, padded_h - h))
         logits, _ = self.sem_seg_head(self.backbone(x))
         logits = logits[:, :, :h, :w]
         return logits.argmax(dim=1) if self.labels else logits

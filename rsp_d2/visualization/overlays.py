@@ -14,6 +14,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
+from ..data.image_io import read_image
 from ..data.mapper import build_mapper
 from ..engine.checkpoint import AtomicDetectionCheckpointer
 from ..utils.file_io import save_image_atomic
@@ -72,7 +73,7 @@ def save_overlays(cfg, weights: str, dataset_name: str, output_dir: str,
     paths = []
     for record in DatasetCatalog.get(dataset_name)[:num_images]:
         prediction = model([mapper(record)])[0]["sem_seg"].argmax(dim=0).cpu().numpy()
-        image = utils.read_image(record["file_name"], format="RGB")
+        image = read_image(record["file_name"], format="RGB")
         ground_truth = utils.read_image(record["sem_seg_file_name"])
         panels = [_panel(image, metadata, "image"),
                   _panel(image, metadata, "ground truth", ground_truth),

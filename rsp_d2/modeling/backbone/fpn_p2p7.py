@@ -1,3 +1,8 @@
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN
 from detectron2.modeling.backbone.fpn import LastLevelP6P7
@@ -13,11 +18,35 @@ class FPNP2P7(FPN):
     P6/P7 (strides 64/128) made by strided 3x3 convs then round odd sizes up, and maps of
     adjacent levels stop being exact 2x multiples (e.g. a 224 x 320 input). Padding to 128
     keeps every level exactly half its finer neighbour.
+
+    At inference, an input of one 128 x 128 tile (a square or small image) is padded further, to
+    128 x 256: its P7 would be a single pixel, which a GroupNorm with one channel per group (the
+    RSP head's Q_7 with MODEL.SEM_SEG_HEAD.NORM "GN" and 32 channels) refuses to normalize
+    ("Expected more than 1 value per channel"). Its P7 is then 1 x 2, as for the demo configs'
+    128 x 256 training crops; inputs of any other size are left as they were.
     """
 
     @property
     def size_divisibility(self):
         return max(s.stride for s in self.output_shape().values())
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            x: (N, 3, H, W) normalized images, zero-padded to ``size_divisibility`` by the
+                meta-architecture (``ImageList.from_tensors``).
+
+        Returns:
+            {"p2": (N, C, H / 4, W / 4), ..., "p7": (N, C, H / 128, W / 128)}, of the input
+            padded to 128 x 256 in eval mode when H, W <= 128; callers crop their outputs to
+            the image size (``sem_seg_postprocess``, the export adapter), as for any padding.
+        """
+        d = self.size_divisibility
+        h, w = x.shape[-2:]
+        if not self.training and h <= d and w <= d:
+            # The zeros ImageList pads with, so that this is padding like any other.
+            x = F.pad(x, (0, 2 * d - w, 0, d - h))
+        return super().forward(x)
 
 
 @BACKBONE_REGISTRY.register()
