@@ -88,7 +88,8 @@ setup(
     version="0.1.0",
     description="RSP head (Relational Semantics Propagator, Bai et al. RA-L 2021) for Detectron2",
     packages=find_packages(include=["rsp_d2", "rsp_d2.*"]),
-    package_data={"rsp_d2.model_zoo": ["configs/*.yaml", "configs/**/*.yaml"]},
+    package_data={"rsp_d2.model_zoo": [f"configs/{d}*.{ext}" for d in ("", "**/")
+                                       for ext in ("yaml", "py")]},
     python_requires=">=3.8",
     install_requires=["torch>=1.10", "fvcore", "numpy"],
     ext_modules=ext_modules,

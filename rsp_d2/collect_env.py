@@ -3,10 +3,11 @@
 Prints Detectron2's ``collect_env`` table (Python, torch, CUDA, compiler, GPUs, ...), then
 rsp_d2's: its version and location, how the C++ extension ``rsp_d2._C`` was built (loaded or
 why not, source hash, AVX2+FMA or baseline-ISA loops on this CPU), the relation
-implementations registered and which ones run on each visible device and dtype (the first one
-is what ``impl="auto"`` picks), and a short self-test of each available implementation against
-the unfold reference: forward + backward on a small random problem, max relative error and time
-(rsp_d2/layers/rse_selfcheck.py).
+implementations registered (rsp_d2/layers/rse_backends.py, in ``impl="auto"`` order), which ones
+run on each visible device and dtype (the first one is what ``impl="auto"`` picks) and why the
+others do not, and a short self-test of each available implementation against the unfold
+reference: forward + backward on a small random problem, max relative error and time
+(rsp_d2/layers/rse_selfcheck.py). Everything about the implementations is read from the registry.
 """
 import argparse
 import os
@@ -59,7 +60,10 @@ def _extension_rows() -> List[Tuple[str, str]]:
         return [("rsp_d2._C", f"loaded from {rse_cpp._C.__file__}"),
                 ("rsp_d2._C source hash", f"{rse_cpp._C.source_sha} (matches the source: ok)"),
                 ("rsp_d2._C loops", _cpu_isa()), ("CPU", cpu_model())]
-    return [("rsp_d2._C", f"unavailable: {rse_cpp.CPP_EXT_ERROR}; 'auto' uses 'chunked' on CPU")]
+    from .layers import available_rse_impls
+
+    auto = available_rse_impls(torch.empty(1, 1, 1, 1))[0]
+    return [("rsp_d2._C", f"unavailable: {rse_cpp.CPP_EXT_ERROR}; 'auto' uses {auto!r} on CPU")]
 
 
 def _devices() -> List[torch.device]:
@@ -70,25 +74,28 @@ def _devices() -> List[torch.device]:
 
 
 def _impl_rows(self_test: bool) -> List[Tuple[str, str]]:
-    from .layers import get_rse_impl, rse_impl_names
+    from .layers import get_rse_impl, rse_impl_names, rse_impls
     from .layers.rse_selfcheck import selfcheck_device_types, selfcheck_impl
 
     rows = [("relation implementations", ", ".join(rse_impl_names()) + "  ('auto' order)"),
             ("auto self-check on", ", ".join(selfcheck_device_types()) or "off")]
+    reference = get_rse_impl("reference")  # the yardstick: the definition itself
     for device in _devices():
         for dtype in _DTYPES[device.type]:
             probe = torch.empty(1, 1, 1, 1, device=device, dtype=dtype)
-            names = [n for n in rse_impl_names() if get_rse_impl(n).is_available(probe)]
+            why_not = {i.name: i.why_not(probe) for i in rse_impls()}
             where = f"{device} {str(dtype).replace('torch.', '')}"
-            rows.append((f"available, {where}", ", ".join(names)))
+            rows.append((f"available, {where}", ", ".join(n for n, w in why_not.items() if not w)))
+            rows.append(("  not available", "; ".join(f"{n}: {w}" for n, w in why_not.items() if w)
+                         or "-"))
             if not self_test:
                 continue
-            for name in names:
-                if name == "reference":
+            for impl in rse_impls():
+                if impl is reference or why_not[impl.name]:
                     continue
-                r = selfcheck_impl(name, device, dtype, baseline="reference")
+                r = selfcheck_impl(impl, device, dtype, baseline=reference)
                 verdict = "ok" if r.ok else f"FAILED: {r.reason}"
-                rows.append((f"  self-test {name}",
+                rows.append((f"  self-test {impl.name}",
                              f"max rel. error {r.max_error:.2e} (tol {r.tolerance:g}), "
                              f"fwd+bwd {1e3 * r.seconds:.2f} ms, {verdict}"))
     return rows

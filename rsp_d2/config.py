@@ -25,7 +25,8 @@ def add_rsp_config(cfg):
     """
     rsp = cfg.MODEL.SEM_SEG_HEAD.RSP = CN()
     # Fusion of each adjacent pair of IN_FEATURES levels, top-down (first entry fuses the two
-    # coarsest levels); each one of "sum" | "rsp" | "self" | "context" (Table IV).
+    # coarsest levels); each a name of rsp_d2.layers.FUSIONS: "sum" | "rsp" | "self" | "context"
+    # (Table IV) as shipped.
     # RSP-2 on p2-p5: [rsp, rsp, sum]; RSP-4 on p2-p7: [rsp, rsp, rsp, rsp, sum].
     rsp.FUSION = ["rsp", "rsp", "sum"]
     # Side k of the k x k region of the upsampled high-level map each pixel relates to (odd).
@@ -38,7 +39,9 @@ def add_rsp_config(cfg):
     rsp.NUM_HEADS = 1
     # Add the projected relative-position embedding f_p(p) to the key (Eq. 3).
     rsp.POS_EMBEDDING = True
-    # Implementation of the relation: "auto" | "reference" | "chunked" | "cpp" | "triton" | "flex".
+    # Implementation of the relation: "auto" (the first that runs on the device and dtype, in the
+    # order of rsp_d2/layers/rse_backends.py) or a name of rsp_d2.layers.rse_impl_names();
+    # `python -m rsp_d2.collect_env` lists them and why each does or does not run here.
     rsp.IMPL = "auto"
     # Per-pixel loss: "cross_entropy" or "bootstrapped" (cross entropy over the hardest pixels).
     rsp.LOSS_TYPE = "cross_entropy"

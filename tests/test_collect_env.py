@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from rsp_d2.layers import available_rse_impls, rse_impl_names
+from rsp_d2.layers import available_rse_impls, rse_impl_names, rse_impls
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT
 from train_net_utils import REPO
 
@@ -52,3 +52,6 @@ def test_no_self_test_flag(capsys):
     assert main(["--no-self-test"]) == 0
     out = capsys.readouterr().out
     assert "relation implementations" in out and "self-test" not in out
+    # read from the registry, with the reason for each implementation that does not run here
+    for name, why in ((i.name, i.why_not(torch.empty(1, 1, 1, 1))) for i in rse_impls()):
+        assert (f"{name}: {why}" in out) == bool(why), name

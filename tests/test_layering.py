@@ -1,4 +1,7 @@
-"""The package's layering: rsp_d2.layers is pure PyTorch, usable where Detectron2 is absent."""
+"""The package's layering: rsp_d2.layers is pure PyTorch, usable where Detectron2 is absent,
+and its modules import each other without a cycle."""
+import ast
+import os
 import subprocess
 import sys
 import textwrap
@@ -43,3 +46,40 @@ def test_rsp_d2_registers_everything_with_detectron2():
     assert "RSPHead" in SEM_SEG_HEADS_REGISTRY
     assert "build_resnet_fpn_p2p7_backbone" in BACKBONE_REGISTRY
     assert callable(rsp_d2.add_rsp_config) and callable(rsp_d2.load_config)
+
+
+def _layers_imports():
+    """{module: the rsp_d2.layers modules it imports} for every module of rsp_d2/layers."""
+    folder = os.path.join(REPO, "rsp_d2", "layers")
+    graph = {}
+    for file in sorted(os.listdir(folder)):
+        if not file.endswith(".py") or file == "__init__.py":
+            continue
+        tree = ast.parse(open(os.path.join(folder, file)).read())
+        graph[file[:-3]] = {
+            (node.module or alias.name).split(".")[0]
+            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1
+            for alias in node.names}
+    return graph
+
+
+def test_layers_import_no_cycle():
+    graph = _layers_imports()
+    done, path = set(), []
+
+    def visit(module):
+        if module in path:
+            cycle = path[path.index(module):] + [module]
+            raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+        if module in done:
+            return
+        path.append(module)
+        for dep in graph.get(module, ()):
+            visit(dep)
+        path.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+    # The self-check gets records: it needs the registry's type, not the dispatch.
+    assert graph["rse_selfcheck"] == {"rse_registry"} and graph["rse_registry"] == set()

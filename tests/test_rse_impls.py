@@ -5,6 +5,8 @@ rse_loops builds its logits from Python floats, so only value's gradient flows t
 the gradients for query, key and pos are checked against the reference's autograd in float64
 (itself gradchecked in test_rse_reference.py) and, for "chunked", by gradcheck.
 """
+import dataclasses
+import importlib
 import json
 import os
 import subprocess
@@ -17,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from rse_loops import rse_loops
 from rsp_d2.layers import RelationalSemanticsExtractor, rse, rse_attention
-from rsp_d2.layers import rse_chunked, rse_cpp
+from rsp_d2.layers import rse_backends, rse_chunked, rse_cpp
 from rsp_d2.layers.rse_chunked import rse_attention_chunked
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT, rse_attention_cpp
 from rsp_d2.layers.rse_export import rse_attention_export
@@ -207,8 +209,8 @@ def test_cpp_rejects_non_cpu_layouts_clearly():
     with pytest.raises(RuntimeError, match=r"\(K\*K, G, D\)"):
         _C.window_dot(a, a, torch.zeros(3, 2), 3, 1, 0.0)
     q = torch.randn(1, 4, 5, 6)
-    with pytest.raises(ValueError, match="kernel_size must be a positive odd int"):
-        rse_attention_cpp(q, q, q, None, 4)
+    with pytest.raises(ValueError, match="kernel_size=4 is invalid: expected a positive odd"):
+        rse_attention(q, q, q, None, 4, impl="cpp")
 
 
 # impl "export": blocks with a halo at dilation 1 (several blocks, block seams, maps smaller
@@ -333,21 +335,22 @@ def test_no_unfolded_tensor_created_forward_or_backward(impl):
 def _auto_calls(monkeypatch, dtype):
     """{impl: [dtype]} of the implementations impl="auto" called for one CPU call."""
     calls = {}
+    order = rse.rse_impl_names()
     originals = [rse.get_rse_impl(name) for name in ("cpp", "chunked", "reference")]
     for impl in originals:
         def spy(*args, _fn=impl.fn, _name=impl.name):
             calls.setdefault(_name, []).append(args[0].dtype)
             return _fn(*args)
 
-        rse.register_rse_impl(impl.name, spy, impl.is_available, impl.priority, impl.exportable)
+        rse.register_rse_impl(dataclasses.replace(impl, fn=spy))  # replaced where it stands
     try:
         q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True, dtype)
         rse_attention(q, k, v, p, 3, impl="auto")
     finally:
         for impl in originals:  # exactly as they were: later tests trace "reference"
-            rse.register_rse_impl(impl.name, impl.fn, impl.is_available, impl.priority,
-                                  impl.exportable)
+            rse.register_rse_impl(impl)
     assert [rse.get_rse_impl(impl.name) for impl in originals] == originals
+    assert rse.rse_impl_names() == order
     # triton imports here, but must not be chosen (nor runnable) for CPU tensors.
     assert "triton" in rse.rse_impl_names() and "triton" not in rse.available_rse_impls(q)
     return calls
@@ -367,8 +370,12 @@ def test_auto_falls_back_to_chunked_without_extension(monkeypatch, caplog, dtype
         assert _auto_calls(monkeypatch, dtype) == {"chunked": [dtype]}
     assert f"uses 'chunked' for {dtype} on cpu" in caplog.text  # the choice is visible
     q = _inputs(1, 4, 4, 5, 6, 3, False)[0]
-    with pytest.raises(ValueError, match="impl 'cpp' cannot run"):
+    # Forced, it says why it cannot run (the record's requirement).
+    with pytest.raises(ValueError, match="impl 'cpp' cannot run .*: the extension rsp_d2._C is "
+                                         "unavailable"):
         rse_attention(q, q, q, None, 3, impl="cpp")
+    with pytest.raises(RuntimeError, match="impl 'cpp' cannot run here: the extension"):
+        rse_attention_cpp(q, q, q, None, 3)  # called directly
     rse._log_choice_once.cache_clear()
 
 
@@ -380,8 +387,124 @@ def test_unknown_impl_raises():
 
 def test_triton_refuses_cpu_tensors_explicitly():
     q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True)
-    with pytest.raises(ValueError, match="cannot run"):
+    with pytest.raises(ValueError, match="impl 'triton' cannot run torch.float32 on cpu: "
+                                         "(it runs on cuda tensors only|the `triton` package)"):
         rse_attention(q, k, v, p, 3, impl="triton")
+
+
+# --- the registry ---------------------------------------------------------------------------
+
+class _Probe:
+    """What the records read of a query (device type, dtype), for devices not present here."""
+
+    def __init__(self, device, dtype):
+        self.device, self.dtype = torch.device(device), dtype
+
+    def is_floating_point(self):
+        return self.dtype.is_floating_point
+
+
+_FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+@pytest.mark.parametrize("dtype", _FLOATS, ids=lambda d: str(d)[6:])
+def test_auto_order_is_declared_once_and_unchanged(device, dtype):
+    # The predicates and priorities each module used to carry, restated: the records must
+    # give the same candidates, in the same order, on every device and dtype.
+    q = _Probe(device, dtype)
+    cuda, cpu = device == "cuda", device == "cpu"
+    before = [name for name, ok in (
+        ("triton", HAS_TRITON and cuda and dtype != torch.float64), ("flex", HAS_FLEX and cuda),
+        ("cpp", HAS_CPP_EXT and cpu), ("chunked", True), ("export", True),
+        ("reference", True)) if ok]
+    assert rse.available_rse_impls(q) == before
+    assert rse_backends.AUTO_ORDER == tuple(rse.rse_impl_names()) == (
+        "triton", "flex", "cpp", "chunked", "export", "reference")
+
+
+def test_every_implementation_is_a_module_record():
+    # One way to register: module rse_<name>.py holds the record IMPL, rse_backends lists it;
+    # the modules register nothing themselves and check no inputs (rse_attention did; only
+    # rse_reference hosts a public entry of its own, rse_relation_weights).
+    for impl in rse.rse_impls():
+        module = importlib.import_module(f"rsp_d2.layers.rse_{impl.name}")
+        assert module.IMPL is impl and "register_rse_impl" not in vars(module)
+        checks = {"check_rse_inputs", "check_rse_tensors"} & set(vars(module))
+        assert impl.name == "reference" or not checks, impl.name
+    assert [i.name for i in rse.rse_impls() if i.trusted] == ["chunked", "reference"]
+    assert [i.name for i in rse.rse_impls() if i.exportable] == ["export", "reference"]
+
+
+def test_unavailable_impl_says_why():
+    q = _inputs(1, 4, 4, 5, 6, 3, False)[0]
+    flex = rse.get_rse_impl("flex")
+    assert flex.why_not(q) == ("it runs on cuda tensors only" if HAS_FLEX else
+                               f"torch {torch.__version__} has no torch.nn.attention."
+                               "flex_attention (needs >= 2.5)")
+    with pytest.raises(ValueError, match=r"impl 'flex' cannot run torch.float32 on cpu: .*; "
+                                         r"available there: \['"):
+        rse_attention(q, q, q, None, 3, impl="flex")
+    assert rse.get_rse_impl("triton").why_not(_Probe("cuda", torch.float64)) in (
+        "it runs float16, bfloat16, float32 only", "the `triton` package is not installed")
+
+
+def test_register_before_replace_and_unregister():
+    order = rse.rse_impl_names()
+    extra = rse.RSEImpl("throwaway", rse_attention_chunked, devices=("cpu",))
+    try:
+        assert rse.register_rse_impl(extra, before="chunked") is extra
+        assert rse.rse_impl_names() == order[:order.index("chunked")] + ["throwaway"] + \
+            order[order.index("chunked"):]
+        replaced = dataclasses.replace(extra, exportable=True)
+        rse.register_rse_impl(replaced)  # in place
+        assert rse.get_rse_impl("throwaway") is replaced
+        assert rse.rse_impl_names().index("throwaway") == order.index("chunked")
+        with pytest.raises(ValueError, match="unknown impl 'nowhere'"):
+            rse.register_rse_impl(extra, before="nowhere")
+    finally:
+        rse.unregister_rse_impl("throwaway")
+    assert rse.rse_impl_names() == order
+
+
+def test_deprecated_priority_registration_lands_where_its_number_put_it():
+    order = rse.rse_impl_names()
+    try:
+        with pytest.deprecated_call():
+            rse.register_rse_impl("legacy", rse_attention_chunked,
+                                  lambda q: q.device.type == "cpu", 35)
+        assert rse.rse_impl_names().index("legacy") == order.index("chunked")  # 30 < 35 < 40
+        assert rse.get_rse_impl("legacy").why_not(_Probe("cuda", torch.float32))
+    finally:
+        rse.unregister_rse_impl("legacy")
+
+
+def test_arguments_are_checked_once(monkeypatch):
+    """From a module to the kernel: the window when the module is built, the tensors once per
+    call at the entry; the reference's helpers and the implementations check nothing."""
+    from rsp_d2.layers import rse_checks, rse_reference
+
+    counts = {"window": 0, "tensors": 0, "reference": 0}
+    window_init = rse_checks.RSEWindow.__post_init__
+
+    def count(what, fn):
+        def counted(*args):
+            counts[what] += 1
+            return fn(*args)
+        return counted
+
+    monkeypatch.setattr(rse_checks.RSEWindow, "__post_init__", count("window", window_init))
+    monkeypatch.setattr(rse, "check_rse_tensors", count("tensors", rse.check_rse_tensors))
+    monkeypatch.setattr(rse_reference, "check_rse_tensors",
+                        count("reference", rse_reference.check_rse_tensors))
+    module = RelationalSemanticsExtractor(8, kernel_size=3, impl="reference")
+    x = torch.randn(1, 8, 5, 6)
+    for _ in range(2):
+        module(x, x)
+    assert counts == {"window": 1, "tensors": 2, "reference": 0}
+    q = _inputs(1, 4, 4, 5, 6, 3, False)[0]
+    rse_attention(q, q, q, None, 3, impl="chunked")  # the functional entry makes its window
+    assert counts == {"window": 2, "tensors": 3, "reference": 0}
 
 
 # --- triton, through its interpreter ------------------------------------------------------

@@ -6,12 +6,16 @@ import torch
 
 from rse_loops import rse_loops
 from rsp_d2.layers import (
+    FUSIONS,
     ContextFusion,
+    FusionSettings,
+    InvalidArgument,
     RelationalSemanticsExtractor,
     RelationalSemanticsPropagator,
     SelfRelationFusion,
     SumFusion,
     build_fusion,
+    fusion_has_relation,
     relative_position_map,
     rse_attention,
     rse_relation_weights,
@@ -79,9 +83,9 @@ def test_gradcheck_reference():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(kernel_size=4), "kernel_size must be a positive odd"),
-    (dict(dilation=0), "dilation must be a positive"),
-    (dict(num_heads=3), "divisible by num_heads=3"),
+    (dict(kernel_size=4), "kernel_size=4 is invalid: expected a positive odd integer"),
+    (dict(dilation=0), "dilation=0 is invalid: expected a positive integer"),
+    (dict(num_heads=3), r"num_heads=3 is invalid: expected .* \(M=8, C=12\)"),
     (dict(impl="nope"), "unknown impl 'nope'"),
 ])
 def test_argument_errors(bad, match):
@@ -157,3 +161,55 @@ def test_fusions():
     torch.testing.assert_close(SumFusion(8)(x, z), x + z)
     with pytest.raises(ValueError, match="unknown fusion 'concat'"):
         build_fusion("concat", 8)
+
+
+def test_fusions_describe_themselves():
+    """What each fusion is, asked of its class: the head, the traces and the analyses read
+    these instead of knowing the names."""
+    paper = {"sum": False, "rsp": True, "self": True, "context": False}  # Table IV
+    assert {n: (FUSIONS[n].kind, fusion_has_relation(n)) for n in paper} == {
+        n: (n, relation) for n, relation in paper.items()}
+    assert all(cls.kind == name for name, cls in FUSIONS.items())
+    x, z = torch.randn(1, 8, 5, 6), torch.randn(1, 8, 5, 6)
+    for cls, query_from in ((RelationalSemanticsPropagator, x), (SelfRelationFusion, z)):
+        fusion = cls(8, kernel_size=3)
+        q_src, k_src = fusion.relation_inputs(x, z)
+        assert q_src is query_from and k_src is z
+        torch.testing.assert_close(fusion.relation_weights(x, z),
+                                   fusion.rse.relation_weights(q_src, z))
+    with pytest.raises(TypeError, match="computes no relation"):
+        SumFusion(8).relation_inputs(x, z)
+    with pytest.raises(ValueError, match="unknown fusion 'concat'"):
+        fusion_has_relation("concat")
+
+
+def test_fusions_take_explicit_arguments():
+    # Each fusion takes the head's settings it uses; nothing else is accepted and dropped.
+    settings = FusionSettings(kernel_size=3, dilation=2, reduction=4, num_heads=2,
+                              pos_embedding=False, impl="reference")
+    built = {n: build_fusion(n, 16, settings) for n in FUSIONS}
+    rse = built["rsp"].rse
+    assert (rse.kernel_size, rse.dilation, rse.num_heads, rse.impl, rse.pos) == (3, 2, 2,
+                                                                                 "reference", None)
+    assert rse.query.out_channels == 4
+    assert (built["context"].window.kernel_size, built["context"].window.dilation) == (3, 2)
+    assert type(build_fusion("self", 16, kernel_size=3)).__name__ == "SelfRelationFusion"
+    with pytest.raises(TypeError):
+        SumFusion(8, kernel_size=3)
+    with pytest.raises(TypeError):
+        ContextFusion(8, reduction=2)
+    with pytest.raises(TypeError):
+        build_fusion("sum", 8, kernel_sise=3)  # a typo is an error, not a default
+
+
+@pytest.mark.parametrize("cls,kwargs,arg", [
+    (ContextFusion, dict(kernel_size=4), "kernel_size"),
+    (ContextFusion, dict(dilation=0), "dilation"),
+    (RelationalSemanticsPropagator, dict(kernel_size=0), "kernel_size"),
+    (SelfRelationFusion, dict(reduction=3), "reduction"),
+    (RelationalSemanticsExtractor, dict(num_heads=3), "num_heads"),
+])
+def test_fusion_arguments_checked_when_built(cls, kwargs, arg):
+    with pytest.raises(InvalidArgument) as info:
+        cls(8, **kwargs)
+    assert info.value.arg == arg and info.value.value == kwargs[arg]

@@ -1,6 +1,7 @@
 """RSPHead, the P2-P7 backbone and the configs, inside Detectron2's meta-architectures."""
 import glob
 import os
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from detectron2.modeling import build_backbone, build_model, build_sem_seg_head
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from rsp_d2.layers import FUSIONS, fusion_has_relation
 from rsp_d2.modeling import RSPHead
 from rsp_d2.analysis.paper_tables import load_config
 
@@ -103,7 +105,7 @@ def test_config_trains_and_infers_on_odd_size(path):
     if isinstance(head, RSPHead):
         fusions = cfg.MODEL.SEM_SEG_HEAD.RSP.FUSION
         relation = [n for n in grads if ".rse." in n]
-        assert (len(relation) > 0) == any(f in ("rsp", "self") for f in fusions)
+        assert (len(relation) > 0) == any(fusion_has_relation(f) for f in fusions)
         assert all(grads[n].abs().sum() > 0 for n in relation if not n.endswith(".pos.bias"))
     model.eval()
     with torch.no_grad():
@@ -192,10 +194,11 @@ def test_p2p7_backbone_shapes_and_divisibility():
     ("MODEL.SEM_SEG_HEAD.RSP.FUSION", ["rsp", "sum"],
      r"MODEL.SEM_SEG_HEAD.RSP.FUSION \(fusion\)=\['rsp', 'sum'\] is invalid: expected 3 entries"),
     ("MODEL.SEM_SEG_HEAD.RSP.FUSION", ["rsp", "concat", "sum"],
-     r"FUSION \(fusion\)=.*expected entries from \['context', 'rsp', 'self', 'sum'\], got 'concat'"),
+     rf"FUSION \(fusion\)=.*expected entries from {re.escape(str(sorted(FUSIONS)))}, got 'concat'"),
     ("MODEL.SEM_SEG_HEAD.IN_FEATURES", ["p2", "p3", "p4", "p5", "p6", "p7"],
      r"IN_FEATURES=.* names \['p7'\], which the backbone .* build_resnet_fpn_p2p7_backbone"),
     ("MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE", 4, r"KERNEL_SIZE \(kernel_size\)=4 is invalid: expected a positive odd"),
+    ("MODEL.SEM_SEG_HEAD.RSP.DILATION", 0, r"DILATION \(dilation\)=0 is invalid: expected a pos"),
     ("MODEL.SEM_SEG_HEAD.RSP.REDUCTION", 3, r"REDUCTION \(reduction\)=3 is invalid: expected a divisor of .*CONVS_DIM=128"),
     ("MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS", 3, r"NUM_HEADS \(num_heads\)=3 is invalid"),
     ("MODEL.SEM_SEG_HEAD.RSP.LOSS_TYPE", "focal", r"LOSS_TYPE \(loss_type\)='focal' is invalid"),
@@ -205,3 +208,12 @@ def test_bad_config_fails_at_build_time(key, value, match):
     shapes = build_backbone(cfg).output_shape()
     with pytest.raises(ValueError, match=match):
         build_sem_seg_head(cfg, shapes)
+
+
+def test_bad_window_of_a_context_head_names_its_key():
+    # The fusions check what they use (ContextFusion: the window), the head names the key.
+    shapes = _shapes(["p2", "p3"])
+    with pytest.raises(ValueError, match=r"^RSPHead: MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE "
+                                         r"\(kernel_size\)=2 is invalid"):
+        RSPHead(shapes, num_classes=3, conv_dims=8, fusion=["context"], kernel_size=2)
+    RSPHead(shapes, num_classes=3, conv_dims=8, fusion=["sum"], kernel_size=2)  # unused there

@@ -90,7 +90,7 @@ def test_resume_loads_only_a_checkpoint_of_output_dir(tiny, capsys, tmp_path, na
     ("demo/demo.py", lambda c, w, d, img: ["--config-file", c, "--input", img, "--output", d,
                                            "--opts", "MODEL.WEIGHTS", w]),
     ("tools/export_model.py", lambda c, w, d, img: ["--config-file", c, "--output",
-                                                    f"{d}/m.onnx", "--sample-size", 64, 128,
+                                                    d.parent / "m.onnx", "--sample-size", 64, 128,
                                                     "MODEL.WEIGHTS", w]),
     ("tools/visualize_relations.py", lambda c, w, d, img: ["--config-file", c, "--checkpoint", w,
                                                            "--input", img, "--output", d]),

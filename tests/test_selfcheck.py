@@ -1,12 +1,14 @@
 """The self-check of rse_attention(impl="auto") (rsp_d2/layers/rse_selfcheck.py), on the CPU:
 deliberately broken implementations registered ahead of the good ones must be caught, warned
-about once and skipped; the switch RSP_D2_RSE_SELFCHECK turns it on per device type or off."""
+about once and skipped; the switch RSP_D2_RSE_SELFCHECK turns it on per device type or off.
+The self-check works on the registry's records: what is trusted is the record's to say."""
 import logging
 
 import pytest
 import torch
 
-from rsp_d2.layers import available_rse_impls, register_rse_impl, rse_attention, unregister_rse_impl
+from rsp_d2.layers import (RSEImpl, available_rse_impls, get_rse_impl, register_rse_impl,
+                           rse_attention, rse_impl_names, unregister_rse_impl)
 from rsp_d2.layers import rse_selfcheck
 from rsp_d2.layers.rse_chunked import rse_attention_chunked
 from rsp_d2.layers.rse_selfcheck import SELFCHECK_ENV, selfcheck_device_types, selfcheck_impl
@@ -56,8 +58,9 @@ def broken(monkeypatch):
     monkeypatch.setenv(SELFCHECK_ENV, "cpu")
     rse_selfcheck.clear_selfcheck_cache()
 
-    def register(fn):
-        register_rse_impl(BROKEN, fn, lambda q: q.device.type == "cpu", priority=-1)
+    def register(fn, trusted=False):
+        impl = RSEImpl(BROKEN, fn, devices=("cpu",), trusted=trusted)
+        register_rse_impl(impl, before=rse_impl_names()[0])
 
     yield register
     unregister_rse_impl(BROKEN)
@@ -132,8 +135,19 @@ def test_good_impls_pass(dtype):
              if n != "reference"]
     assert "chunked" in names
     for name in names:
-        result = selfcheck_impl(name, "cpu", dtype, baseline="reference")
+        result = selfcheck_impl(get_rse_impl(name), "cpu", dtype,
+                                baseline=get_rse_impl("reference"))
         assert result.ok, (name, result)
         assert result.max_error <= result.tolerance and result.seconds > 0
     # The tolerance is tight enough to catch a 5 % error in every dtype.
     assert rse_selfcheck.SELFCHECK_TOLERANCE[dtype] < 0.05
+
+
+def test_a_trusted_record_is_not_checked(broken, warnings_log):
+    # "trusted" is the record's word: a trusted implementation is taken as it is (which is why
+    # only pure-PyTorch ones, chunked and the reference, say so).
+    broken(_wrong_output, trusted=True)
+    q, k, v, pos = _inputs()
+    good = rse_attention(q, k, v, pos, 7, 1, 2, impl="chunked")
+    torch.testing.assert_close(rse_attention(q, k, v, pos, 7, 1, 2), good * 1.05)
+    assert warnings_log == []

@@ -178,11 +178,12 @@ def _score_relations(cfg, num_images: int) -> Dict:
     from detectron2.data import DatasetCatalog
 
     from ..engine import Predictor, read_image
+    from ..layers import fusion_has_relation
     from ..visualization.trace import trace_head
     from .relation_content import trace_relation_content
 
     if cfg.MODEL.SEM_SEG_HEAD.NAME != "RSPHead" or not any(
-            f in ("rsp", "self") for f in cfg.MODEL.SEM_SEG_HEAD.RSP.FUSION):
+            fusion_has_relation(f) for f in cfg.MODEL.SEM_SEG_HEAD.RSP.FUSION):
         return {}
     predictor = Predictor(cfg)
     per_module: Dict[str, List[Dict]] = {}

@@ -120,10 +120,11 @@ def _check_device(cfg):
     except ValueError as e:
         raise InputError(f"MODEL.SEM_SEG_HEAD.RSP.IMPL {impl!r}: {str(e).split(': ', 1)[1]}") \
             from e
-    probe = torch.zeros(1, 1, 1, 1, device=device)
-    if not registered.is_available(probe):
+    why = registered.why_not(torch.zeros(1, 1, 1, 1, device=device))
+    if why:
         raise InputError(f"MODEL.SEM_SEG_HEAD.RSP.IMPL {impl!r} cannot run on MODEL.DEVICE "
-                         f"{device!r} (float32) here: choose 'auto' or another implementation")
+                         f"{device!r} (float32) here: {why}; choose 'auto' or another "
+                         "implementation")
 
 
 def _build_on_cpu(cfg, config_file: str) -> torch.nn.Module:

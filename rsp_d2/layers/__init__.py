@@ -1,28 +1,41 @@
-"""Pure-PyTorch operations of the RSP head (no detectron2 import)."""
+"""Pure-PyTorch operations of the RSP head (no detectron2 import).
+
+The relation: ``rse_attention`` (rse.py) checks its arguments once (rse_checks.py) and runs an
+implementation of the registry (rse_registry.py), filled in ``impl="auto"`` order by
+rse_backends.py from the ``rse_<name>.py`` modules. The fusions: fusion.py, one module each.
+"""
 from .rse import (
     RSEImpl,
+    RSEWindow,
     available_rse_impls,
     check_rse_inputs,
     get_rse_impl,
+    is_exporting,
     register_rse_impl,
     relative_position_map,
     rse_attention,
     rse_impl_names,
+    rse_impls,
     rse_relation_weights,
+    run_rse,
     unregister_rse_impl,
 )
+from .rse_checks import InvalidArgument
 from .fusion import (
     FUSIONS,
     ContextFusion,
+    Fusion,
+    FusionSettings,
     RelationalSemanticsExtractor,
     RelationalSemanticsPropagator,
     SelfRelationFusion,
     SumFusion,
     build_fusion,
+    fusion_class,
+    fusion_has_relation,
     window_average,
 )
-# Importing these registers the fast implementations of rse_attention (impl="auto" order:
-# rse_impl_names()).
+# The implementation modules, importable as attributes of the package as before (rse.py has
+# registered them already).
 from . import rse_chunked, rse_cpp, rse_export, rse_flex, rse_triton  # noqa: E402,F401
-from .rse import is_exporting  # noqa: E402
 from .rse_export import rse_attention_export  # noqa: E402

@@ -16,10 +16,10 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from .rse import register_rse_impl
-from .rse_common import compute_dtype, input_grads, refuse_export, split_inputs
+from .rse_common import compute_dtype, enter_backend, input_grads, split_inputs
+from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_chunked"]
+__all__ = ["rse_attention_chunked", "IMPL"]
 
 # Elements of query+key+value+output rows per band: sized so that a band stays in a core's
 # share of the cache across the k*k offsets. Smaller bands pay for more Python-level ops,
@@ -195,7 +195,6 @@ class _ChunkedRSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, band_rows, workers):
-        refuse_export("chunked")
         q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype))
         out, weights = _forward(q, k, v, p, kernel_size, dilation, band_rows, workers)
         ctx.save_for_backward(query, key, value, pos, weights)
@@ -226,6 +225,7 @@ def rse_attention_chunked(query, key, value, pos=None, kernel_size=7, dilation=1
         (N, C, H, W) in value's dtype; fp16/bf16 inputs are computed in float32.
     Extra memory: O((M + C) * H * W + heads * k*k * H * W), never k*k * (M or C) * H * W.
     """
+    enter_backend("chunked")
     on_cpu = query.device.type == "cpu"
     n, m, h, w = query.shape
     big = n * (2 * m + 2 * value.shape[1]) * h * w >= _PARALLEL_MIN_ELEMENTS
@@ -237,5 +237,5 @@ def rse_attention_chunked(query, key, value, pos=None, kernel_size=7, dilation=1
                              band_rows, workers)
 
 
-# Any device and floating dtype: the fallback of "auto" before the reference.
-register_rse_impl("chunked", rse_attention_chunked, lambda q: q.is_floating_point(), priority=40)
+# Any device and floating dtype; pure PyTorch, so the self-check's yardstick.
+IMPL = RSEImpl("chunked", rse_attention_chunked, trusted=True)

@@ -1,18 +1,27 @@
-"""Plumbing shared by the custom-autograd implementations of the RSE relation (``chunked``,
-``cpp``): the computation dtype, the split into heads, and the end of the backward pass.
+"""What the implementations of the RSE relation share: the export policy (which
+``rse_attention`` applies for every implementation, and each non-exportable one repeats for
+calls that bypass it), and the plumbing of the custom-autograd ones (``chunked``, ``cpp``): the
+computation dtype, the split into heads, and the end of the backward pass.
 
-Both save only the inputs and the (N, G, k*k, H, W) softmax weights in forward and return
-d_logits (the gradient of the pre-softmax logits) from their backward kernels; the gradient
-of the position embedding is the same contraction for both (Eq. 3: logit_o = q . (k_o + pos_o)).
+The custom-autograd implementations save only the inputs and the (N, G, k*k, H, W) softmax
+weights in forward and return d_logits (the gradient of the pre-softmax logits) from their
+backward kernels; the gradient of the position embedding is the same contraction for both
+(Eq. 3: logit_o = q . (k_o + pos_o)).
 """
 from typing import Optional, Tuple
 
 import torch
 
-from .rse import is_exporting
+__all__ = ["is_exporting", "refuse_export", "enter_backend", "compute_dtype", "split_heads",
+           "split_pos", "split_inputs", "input_grads"]
 
-__all__ = ["compute_dtype", "split_heads", "split_pos", "split_inputs", "input_grads",
-           "refuse_export"]
+
+def is_exporting() -> bool:
+    """True while TorchScript traces or scripts, ``torch.onnx.export`` runs (either exporter)
+    or ``torch.export`` captures a graph: then only exportable implementations may run."""
+    compiler_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
+            or bool(compiler_exporting is not None and compiler_exporting()))
 
 
 def refuse_export(name: str) -> None:
@@ -24,6 +33,16 @@ def refuse_export(name: str) -> None:
             f"rse_attention impl {name!r} cannot be traced or exported; call "
             f"rsp_d2.layers.rse_attention (it switches to impl='export' while exporting) or "
             f"rse_attention_export directly")
+
+
+def enter_backend(name: str, missing: str = "") -> None:
+    """The first line of each non-exportable implementation's public function, so that a
+    direct call (a test, a benchmark) fails as clearly as ``rse_attention`` would: no trace or
+    export, and nothing `missing` (its record's ``requirement()``). Inputs are not checked:
+    that is ``rse_attention``'s job (rsp_d2/layers/rse_checks.py)."""
+    refuse_export(name)
+    if missing:
+        raise RuntimeError(f"rse_attention impl {name!r} cannot run here: {missing}")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -21,10 +21,10 @@ import os
 
 import torch
 
-from .rse import check_rse_inputs, register_rse_impl
-from .rse_common import compute_dtype, input_grads, refuse_export, split_inputs
+from .rse_common import compute_dtype, enter_backend, input_grads, split_inputs
+from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_cpp", "HAS_CPP_EXT"]
+__all__ = ["rse_attention_cpp", "HAS_CPP_EXT", "IMPL"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rse_cpp.cpp")
 
@@ -49,10 +49,17 @@ _C, CPP_EXT_ERROR = _load_extension()
 HAS_CPP_EXT = _C is not None
 
 
+def _missing() -> str:
+    # Reads HAS_CPP_EXT at each call: tests take the extension away by patching it.
+    if HAS_CPP_EXT:
+        return ""
+    return (f"the extension rsp_d2._C is unavailable ({CPP_EXT_ERROR}); reinstall with "
+            f"`pip install -e . --no-build-isolation` and a C++ compiler")
+
+
 class _CppRSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2):
-        refuse_export("cpp")
         # The kernels read contiguous (N, G, D, H, W) maps.
         q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype),
                                   contiguous=True)
@@ -95,19 +102,11 @@ def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, nu
 
     Returns:
         (N, C, H, W) in value's dtype; float16/bfloat16 are computed in float32. Uses
-        torch.get_num_threads() threads.
+        torch.get_num_threads() threads. The loops refuse anything but contiguous CPU tensors.
     """
-    if not HAS_CPP_EXT:
-        raise RuntimeError(f"rse_attention_cpp: the extension rsp_d2._C is not built "
-                           f"({CPP_EXT_ERROR}); reinstall with `pip install -e . "
-                           f"--no-build-isolation` and a C++ compiler, or use impl='chunked'")
-    check_rse_inputs(query, key, value, pos, kernel_size, dilation, num_heads)
-    if query.device.type != "cpu":
-        raise ValueError(f"rse_attention_cpp: CPU tensors only, got {query.device}")
+    enter_backend("cpp", _missing())
     return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2)
 
 
-# Preferred over "chunked" on the CPU when the extension is built (docs/benchmarks.md).
-register_rse_impl(
-    "cpp", rse_attention_cpp,
-    lambda q: HAS_CPP_EXT and q.device.type == "cpu" and q.is_floating_point(), priority=30)
+# Any floating dtype (half precision is computed in float32), CPU only.
+IMPL = RSEImpl("cpp", rse_attention_cpp, devices=("cpu",), requirement=_missing)

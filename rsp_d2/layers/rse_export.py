@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .rse import register_rse_impl
+from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_export"]
+__all__ = ["rse_attention_export", "IMPL"]
 
 
 def _windows(padded: torch.Tensor, h: int, w: int, kernel_size: int, dilation: int) -> List[torch.Tensor]:
@@ -196,7 +196,6 @@ def _halo_blocks(query, key, value, pos, kernel_size, dilation, num_heads):
     return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
-# Never first in "auto" outside an export (the fused implementations are faster); rse_attention
-# selects it by itself while tracing, scripting or exporting.
-register_rse_impl("export", rse_attention_export, lambda q: q.is_floating_point(), priority=90,
-                  exportable=True)
+# Any device and floating dtype; rse_attention selects it by itself while tracing, scripting or
+# exporting.
+IMPL = RSEImpl("export", rse_attention_export, exportable=True)

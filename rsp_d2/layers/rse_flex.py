@@ -11,10 +11,10 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from .rse import register_rse_impl
-from .rse_common import refuse_export
+from .rse_common import enter_backend
+from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_flex", "HAS_FLEX"]
+__all__ = ["rse_attention_flex", "HAS_FLEX", "IMPL"]
 
 try:  # FlexAttention arrived in torch 2.5
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -22,6 +22,11 @@ try:  # FlexAttention arrived in torch 2.5
     HAS_FLEX = True
 except ImportError:
     HAS_FLEX = False
+
+
+def _missing() -> str:
+    return "" if HAS_FLEX else (f"torch {torch.__version__} has no "
+                                "torch.nn.attention.flex_attention (needs >= 2.5)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,10 +64,7 @@ def _tokens(x: torch.Tensor, num_heads: int, dim: int) -> torch.Tensor:
 def rse_attention_flex(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1):
     """Same contract as :func:`rsp_d2.layers.rse_attention`; shapes (N, M, H, W), (N, C, H, W),
     pos (k*k, M) or None. Returns (N, C, H, W)."""
-    refuse_export("flex")
-    if not HAS_FLEX:
-        raise RuntimeError(f"torch {torch.__version__} has no torch.nn.attention.flex_attention "
-                           "(needs >= 2.5)")
+    enter_backend("flex", _missing())
     n, m, h, w = query.shape
     c = value.shape[1]
     k, r, d = kernel_size, kernel_size // 2, dilation
@@ -85,6 +87,5 @@ def rse_attention_flex(query, key, value, pos=None, kernel_size=7, dilation=1, n
     return out[..., : c // num_heads].transpose(2, 3).reshape(n, c, h, w)
 
 
-if HAS_FLEX:
-    # After "triton", before the CPU implementations: CUDA only.
-    register_rse_impl("flex", rse_attention_flex, lambda q: q.is_cuda, priority=20)
+# CUDA only: FlexAttention's compiled kernels.
+IMPL = RSEImpl("flex", rse_attention_flex, devices=("cuda",), requirement=_missing)

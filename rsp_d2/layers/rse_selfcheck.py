@@ -4,16 +4,18 @@ kernel that is wrong on some GPU, driver or compiler cannot silently train a wro
 The fused kernels (Triton, FlexAttention) are tested on CPU (Triton's interpreter) but may not
 have run on the device at hand. So before ``"auto"`` first uses a fused implementation for a
 (device, dtype), it runs it once on a small random problem, forward and backward, and compares
-the output and the gradients of query, key, value and pos with ``chunked`` (pure PyTorch) run in
-float32. On an exception or an error above the dtype's tolerance it logs one warning with the
-reason and ``"auto"`` takes the next available implementation instead. The verdict is cached per
+the output and the gradients of query, key, value and pos with the first *trusted*
+implementation of the ``"auto"`` order (pure PyTorch: ``chunked``) run in float32. On an
+exception or an error above the dtype's tolerance it logs one warning with the reason and
+``"auto"`` takes the next available implementation instead. The verdict is cached per
 (device, dtype, implementation): the check costs one small call per process.
 
 Switch: the environment variable ``RSP_D2_RSE_SELFCHECK`` lists the device types checked,
 comma-separated; unset means ``cuda``, and ``0`` (or ``off``, ``none``, empty) disables the
 check. ``RSP_D2_RSE_SELFCHECK=cpu,cuda`` also checks on the CPU (what the tests use).
 
-Pure PyTorch: nothing here imports detectron2.
+It works on the registry's records (:class:`rsp_d2.layers.rse_registry.RSEImpl`), handed in by
+``rse_attention``: it looks nothing up by name. Pure PyTorch: nothing here imports detectron2.
 """
 import contextlib
 import logging
@@ -24,11 +26,12 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 
+from .rse_registry import RSEImpl
+
 __all__ = [
     "SelfCheckResult",
     "SELFCHECK_ENV",
     "SELFCHECK_TOLERANCE",
-    "TRUSTED_IMPLS",
     "choose_checked_impl",
     "clear_selfcheck_cache",
     "selfcheck_device_types",
@@ -38,8 +41,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SELFCHECK_ENV = "RSP_D2_RSE_SELFCHECK"
-# Pure-PyTorch implementations: what the fused ones are checked against, never checked.
-TRUSTED_IMPLS = ("chunked", "reference")
 # Largest allowed error, relative to max(1, max |expected|), of output and gradients. Half
 # precision rounds inputs, weights and output: its bound follows tests/test_rse_impls.py.
 SELFCHECK_TOLERANCE: Dict[torch.dtype, float] = {
@@ -130,18 +131,14 @@ def _max_relative_error(got: Sequence[torch.Tensor], want: Sequence[torch.Tensor
     return worst
 
 
-def selfcheck_impl(name: str, device, dtype: torch.dtype,
-                   baseline: str = "chunked") -> SelfCheckResult:
-    """Run implementation `name` on a small random problem on (device, dtype), forward and
-    backward, against `baseline` in float32 on the same device. Never raises for a failing
-    implementation: the exception becomes the result's reason. Not cached (see
-    :func:`choose_checked_impl`)."""
-    from .rse import get_rse_impl
-
+def selfcheck_impl(impl: RSEImpl, device, dtype: torch.dtype,
+                   baseline: RSEImpl) -> SelfCheckResult:
+    """Run `impl` on a small random problem on (device, dtype), forward and backward, against
+    `baseline` in float32 on the same device. Never raises for a failing implementation: the
+    exception becomes the result's reason. Not cached (see :func:`choose_checked_impl`)."""
     device = torch.device(device)
     tol = SELFCHECK_TOLERANCE.get(dtype, 1e-2)
-    fn = get_rse_impl(name).fn
-    baseline_fn = get_rse_impl(baseline).fn
+    fn, baseline_fn = impl.fn, baseline.fn
     # The check must not inherit the caller's mode: inference runs under no_grad, mixed
     # precision under autocast (it would change the dtype under test).
     no_autocast = (torch.autocast(device.type, enabled=False) if device.type in ("cpu", "cuda")
@@ -168,26 +165,30 @@ def selfcheck_impl(name: str, device, dtype: torch.dtype,
     return SelfCheckResult(True, err, tol, seconds)
 
 
-def choose_checked_impl(query: torch.Tensor, candidates: Sequence[str]) -> str:
-    """The first of `candidates` (the ``"auto"`` order for `query`) that passes the self-check
-    on query's device and dtype; trusted implementations and unchecked device types pass
-    without running. Each failure logs one warning, once per process."""
-    if query.device.type not in selfcheck_device_types() or _is_compiling():
+def choose_checked_impl(query: torch.Tensor, candidates: Sequence[RSEImpl]) -> RSEImpl:
+    """The first of `candidates` (the implementations available for `query`, in ``"auto"``
+    order) that passes the self-check on query's device and dtype, against the first trusted
+    candidate; trusted implementations and unchecked device types pass without running. Each
+    failure logs one warning, once per process."""
+    baseline = next((c for c in candidates if c.trusted), None)
+    if (baseline is None or query.device.type not in selfcheck_device_types()
+            or _is_compiling()):
         return candidates[0]
-    for name in candidates:
-        if name in TRUSTED_IMPLS:
-            return name
+    for impl in candidates:
+        if impl.trusted:
+            return impl
+        name = impl.name
         key = (str(query.device), query.dtype, name)
         result = _CACHE.get(key)
         if result is None:
-            result = _CACHE[key] = selfcheck_impl(name, query.device, query.dtype)
+            result = _CACHE[key] = selfcheck_impl(impl, query.device, query.dtype, baseline)
             if not result.ok:
                 logger.warning(
                     f"rse_attention(impl='auto'): '{name}' failed its self-check for "
                     f"{query.dtype} on {query.device} ({result.reason}); falling back to the "
                     f"next implementation. Set {SELFCHECK_ENV}=0 to skip the check.")
         if result.ok:
-            return name
+            return impl
     return candidates[-1]
 
 

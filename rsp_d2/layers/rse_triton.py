@@ -19,10 +19,10 @@ from typing import Optional
 
 import torch
 
-from .rse import register_rse_impl
-from .rse_common import refuse_export
+from .rse_common import enter_backend
+from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_triton", "HAS_TRITON"]
+__all__ = ["rse_attention_triton", "HAS_TRITON", "IMPL"]
 
 try:
     import triton
@@ -33,6 +33,10 @@ except ImportError:  # the pure-PyTorch implementations still work
     HAS_TRITON = False
 
 _BLOCK_P = 32
+
+
+def _missing() -> str:
+    return "" if HAS_TRITON else "the `triton` package is not installed"
 
 
 def _pow2(n: int) -> int:
@@ -191,7 +195,6 @@ def _launch_args(query, value, kernel_size, dilation, num_heads):
 class _TritonRSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads):
-        refuse_export("triton")
         query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
         pos_c = pos.contiguous() if pos is not None else query  # dummy pointer when absent
         meta, grid, dims = _launch_args(query, value, kernel_size, dilation, num_heads)
@@ -239,19 +242,11 @@ def rse_attention_triton(query, key, value, pos: Optional[torch.Tensor] = None, 
         (N, C, H, W) in value's dtype. Runs wherever Triton can launch: CUDA tensors, or any
         tensors under ``TRITON_INTERPRET=1`` (how the CPU tests run it).
     """
-    if not HAS_TRITON:
-        raise RuntimeError("rse_attention_triton needs the `triton` package")
+    enter_backend("triton", _missing())
     return _TritonRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads)
 
 
-_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _is_available(query: torch.Tensor) -> bool:
-    # CUDA only: "auto" must never pick it for CPU tensors (they need the interpreter). float64
-    # goes to "chunked": the kernels accumulate in float32.
-    return HAS_TRITON and query.is_cuda and query.dtype in _DTYPES
-
-
-# First in the "auto" order: fused kernels, on CUDA only.
-register_rse_impl("triton", rse_attention_triton, _is_available, priority=10)
+# CUDA only: "auto" must never pick it for CPU tensors (they need the interpreter). No float64:
+# the kernels accumulate in float32.
+IMPL = RSEImpl("triton", rse_attention_triton, devices=("cuda",),
+               dtypes=(torch.float16, torch.bfloat16, torch.float32), requirement=_missing)

@@ -9,12 +9,21 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..layers import FUSIONS, build_fusion
+from ..layers import FUSIONS, FusionSettings, InvalidArgument, build_fusion
 from .losses import bootstrapped_cross_entropy
 
 __all__ = ["RSPHead"]
 
 _LOSS_TYPES = ("cross_entropy", "bootstrapped")
+# The config key behind each argument the fusions check (rsp_d2/layers/rse_checks.py): their
+# InvalidArgument is reported under the key the user wrote.
+_FUSION_KEYS = {
+    "kernel_size": "MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE (kernel_size)",
+    "dilation": "MODEL.SEM_SEG_HEAD.RSP.DILATION (dilation)",
+    "reduction": "MODEL.SEM_SEG_HEAD.RSP.REDUCTION (reduction)",
+    "num_heads": "MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS (num_heads)",
+    "channels": "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+}
 
 
 def _check(ok: bool, key: str, value, expected: str):
@@ -61,13 +70,12 @@ class RSPHead(nn.Module):
             input_shape: the levels the head reads (channels and stride each), any order.
             num_classes: number of classes to predict.
             conv_dims: channels C of Q_l and of the fusions.
-            fusion: one of "sum" | "rsp" | "self" | "context" per adjacent pair of levels,
-                top-down (the first entry fuses the two coarsest levels).
-            kernel_size, dilation: the k x k region (odd k) each pixel relates to, Eq. 1.
-            reduction: d, the channel reduction of f_q and f_k.
-            num_heads: channel groups with their own softmax.
-            pos_embedding: add f_p(p) to the key (Eq. 3).
-            impl: implementation of the relation, see :func:`rsp_d2.layers.rse_attention`.
+            fusion: a name of :data:`rsp_d2.layers.FUSIONS` ("sum" | "rsp" | "self" |
+                "context") per adjacent pair of levels, top-down (the first entry fuses the two
+                coarsest levels).
+            kernel_size, dilation, reduction, num_heads, pos_embedding, impl: the fusions'
+                settings (:class:`rsp_d2.layers.FusionSettings`), checked by the fusions that
+                use them when they are built; a bad one is reported under its config key.
             norm: normalization after each 3x3 conv ("GN", "BN", "" ...).
             loss_weight, ignore_value: as in ``SemSegFPNHead``.
             loss_type: "cross_entropy" or "bootstrapped" (the `loss_top_k` hardest pixels).
@@ -84,21 +92,6 @@ class RSPHead(nn.Module):
         for name in fusion:
             _check(name in FUSIONS, "MODEL.SEM_SEG_HEAD.RSP.FUSION (fusion)", fusion,
                    f"entries from {sorted(FUSIONS)}, got {name!r}")
-        uses_relation = any(f != "sum" for f in fusion)
-        if uses_relation:
-            _check(isinstance(kernel_size, int) and kernel_size >= 1 and kernel_size % 2 == 1,
-                   "MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE (kernel_size)", kernel_size,
-                   "a positive odd integer")
-            _check(isinstance(dilation, int) and dilation >= 1,
-                   "MODEL.SEM_SEG_HEAD.RSP.DILATION (dilation)", dilation, "a positive integer")
-        if any(f in ("rsp", "self") for f in fusion):
-            _check(reduction >= 1 and conv_dims % reduction == 0,
-                   "MODEL.SEM_SEG_HEAD.RSP.REDUCTION (reduction)", reduction,
-                   f"a divisor of MODEL.SEM_SEG_HEAD.CONVS_DIM={conv_dims}")
-            mid = conv_dims // reduction
-            _check(num_heads >= 1 and mid % num_heads == 0 and conv_dims % num_heads == 0,
-                   "MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS (num_heads)", num_heads,
-                   f"a divisor of both CONVS_DIM={conv_dims} and CONVS_DIM/REDUCTION={mid}")
         _check(loss_type in _LOSS_TYPES, "MODEL.SEM_SEG_HEAD.RSP.LOSS_TYPE (loss_type)",
                loss_type, f"one of {_LOSS_TYPES}")
         _check(0.0 < loss_top_k <= 1.0, "MODEL.SEM_SEG_HEAD.RSP.LOSS_TOP_K (loss_top_k)",
@@ -118,12 +111,16 @@ class RSPHead(nn.Module):
                           norm=get_norm(norm, conv_dims), activation=F.relu)
             weight_init.c2_msra_fill(conv)
             self.q_convs[name] = conv
-        rse_kwargs = dict(kernel_size=kernel_size, dilation=dilation, reduction=reduction,
-                          num_heads=num_heads, pos_embedding=pos_embedding, impl=impl)
+        settings = FusionSettings(kernel_size=kernel_size, dilation=dilation,
+                                  reduction=reduction, num_heads=num_heads,
+                                  pos_embedding=pos_embedding, impl=impl)
         self.fusions = nn.ModuleDict()
         # Registered finest pair first (state-dict order of earlier checkpoints).
         for (key, _, _), name in reversed(list(zip(self.fusion_pairs(), fusion))):
-            self.fusions[key] = build_fusion(name, conv_dims, **rse_kwargs)
+            try:
+                self.fusions[key] = build_fusion(name, conv_dims, settings)
+            except InvalidArgument as e:
+                raise ValueError(f"RSPHead: {e.message(_FUSION_KEYS)}") from e
         self.predictor = Conv2d(conv_dims, num_classes, kernel_size=1)
         weight_init.c2_msra_fill(self.predictor)
 

@@ -34,7 +34,7 @@ def draw_query_key(trace: HeadTrace):
     axes = fig.subplots(len(modules), 3, squeeze=False)
     h, w = trace.image.shape[:2]
     for row, f in enumerate(modules):
-        q_src = f"up(A{f.coarse[1:]})" if f.kind == "self" else f"Q{f.fine[1:]}"
+        q_src = f"up(A{f.coarse[1:]})" if f.query_from == "z" else f"Q{f.fine[1:]}"
         ax = axes[row, 0]
         ax.imshow(trace.image)
         ax.set_title(f"{f.label}: input image", fontsize=9)

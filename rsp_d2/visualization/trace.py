@@ -9,15 +9,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..layers import FUSIONS, RelationalSemanticsPropagator
+from ..layers import FUSIONS, fusion_has_relation
 from ..utils.errors import InputError
 
 __all__ = ["FusionTrace", "HeadTrace", "check_rsp_config", "rsp_head_of", "trace_head",
            "RELATION_KINDS"]
 
-# Fusions that compute relation weights (and a query and a key).
-RELATION_KINDS = ("rsp", "self")
-_KIND_OF_TYPE = {cls: name for name, cls in FUSIONS.items()}
+# Deprecated: the fusions say whether they compute a relation (fusion_has_relation).
+RELATION_KINDS = tuple(name for name in FUSIONS if fusion_has_relation(name))
 
 
 def _level_number(name: str) -> str:
@@ -32,10 +31,12 @@ class FusionTrace:
         x: (C, H, W) Q_fine, the low-level map.
         z: (C, H, W) A_coarse upsampled to x's size.
         out: (C, H, W) A_fine.
+        has_relation: the fusion computes a relation (its class says so: "rsp", "self").
+        query_from, key_from: "x" or "z", what the fusion's f_q and f_k are applied to (its
+            class says so: "rsp" relates x to z, "self" z to itself); None without a relation.
         weights: (heads, k*k, H, W) softmax relation weights (row-major offsets
-            (dy, dx) in {-r..r}^2 * dilation), for "rsp"/"self" only.
-        query, key: (C/d, H, W) f_q and f_k embeddings (query from x for "rsp", from z for
-            "self"), for "rsp"/"self" only.
+            (dy, dx) in {-r..r}^2 * dilation), with a relation only.
+        query, key: (C/d, H, W) f_q and f_k embeddings, with a relation only.
     """
 
     name: str
@@ -45,6 +46,9 @@ class FusionTrace:
     x: torch.Tensor
     z: torch.Tensor
     out: torch.Tensor
+    has_relation: bool = False
+    query_from: Optional[str] = None
+    key_from: Optional[str] = None
     weights: Optional[torch.Tensor] = None
     query: Optional[torch.Tensor] = None
     key: Optional[torch.Tensor] = None
@@ -85,7 +89,7 @@ class HeadTrace:
     fusions: "OrderedDict[str, FusionTrace]" = field(default_factory=OrderedDict)
 
     def relation_fusions(self) -> List[FusionTrace]:
-        return [f for f in self.fusions.values() if f.kind in RELATION_KINDS]
+        return [f for f in self.fusions.values() if f.has_relation]
 
     def fusion_into(self, level: str) -> Optional[FusionTrace]:
         return next((f for f in self.fusions.values() if f.fine == level), None)
@@ -121,8 +125,8 @@ def check_rsp_config(cfg, config_file: str, *, need_relations: bool) -> None:
     """Refuse, before building anything, a config whose head cannot be traced.
 
     Args:
-        need_relations: also require at least one "rsp"/"self" fusion (relation weights,
-            query and key exist only there).
+        need_relations: also require at least one fusion with a relation (relation weights,
+            query and key exist only there: "rsp", "self").
     """
     head = cfg.MODEL.SEM_SEG_HEAD
     if head.NAME != "RSPHead":
@@ -130,7 +134,7 @@ def check_rsp_config(cfg, config_file: str, *, need_relations: bool) -> None:
                          "reads the fusions of an 'RSPHead'")
     fusion = list(head.RSP.FUSION)
     levels = sorted(head.IN_FEATURES, key=lambda n: (len(n), n))
-    if need_relations and not any(f in RELATION_KINDS for f in fusion):
+    if need_relations and not any(f in FUSIONS and fusion_has_relation(f) for f in fusion):
         names = [f"{levels[-1 - i]}{levels[-2 - i]}" if i + 2 <= len(levels) else f"#{i}"
                  for i in range(len(fusion))]
         pairs = ", ".join(f"{n}={f}" for n, f in zip(names, fusion))
@@ -175,15 +179,15 @@ def trace_head(predictor, image_bgr: np.ndarray) -> HeadTrace:
         module = head.fusions[name]
         (x, z), out = raw[("f", name)]
         f = FusionTrace(name=name, coarse=coarse, fine=fine,
-                        kind=_KIND_OF_TYPE.get(type(module), type(module).__name__),
-                        x=first(x), z=first(z), out=first(out))
-        if isinstance(module, RelationalSemanticsPropagator):
-            rse = module.rse
-            q_src = z if f.kind == "self" else x  # +SELF relates z to itself
-            q, k, _, _ = rse.embeddings(q_src[:1], z[:1])
-            f.weights = first(rse.relation_weights(q_src[:1], z[:1]))
+                        kind=getattr(module, "kind", "") or type(module).__name__,
+                        x=first(x), z=first(z), out=first(out),
+                        has_relation=getattr(module, "has_relation", False))
+        if f.has_relation:  # the fusion knows what it relates: ask it, batch element 0
+            q, k, _, _ = module.embeddings(x[:1], z[:1])
+            f.weights = first(module.relation_weights(x[:1], z[:1]))
             f.query, f.key = first(q), first(k)
-            f.kernel_size, f.dilation = rse.kernel_size, rse.dilation
+            f.query_from, f.key_from = module.query_from, module.key_from
+            f.kernel_size, f.dilation = module.rse.kernel_size, module.rse.dilation
         trace.fusions[name] = f
         trace.a[fine] = f.out
     return trace

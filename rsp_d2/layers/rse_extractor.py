@@ -1,0 +1,69 @@
+"""The RSE module (Sec. III-A, Fig. 3a): the learnt projections around the relation of Eq. 1-3.
+
+Pure PyTorch: nothing here imports detectron2.
+"""
+import torch
+from torch import nn
+
+from .rse import run_rse
+from .rse_checks import InvalidArgument, RSEWindow
+from .rse_reference import relative_position_map, rse_relation_weights
+
+__all__ = ["RelationalSemanticsExtractor"]
+
+
+class RelationalSemanticsExtractor(nn.Module):
+    """RSE (Sec. III-A, Fig. 3a): each pixel of x gathers context from the k x k region of z
+    centred on it, weighted by its relation to each position of that region (Eq. 1-3).
+
+    f_q, f_k are 1x1 convs C -> C/d; f_v is a 1x1 conv C -> C; f_p is a linear C -> C/d on the
+    normalized relative-position map p (:func:`relative_position_map`). The arguments are
+    checked here, once (:class:`~rsp_d2.layers.rse_checks.InvalidArgument`); forward checks
+    only the maps it is given.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 7, dilation: int = 1,
+                 reduction: int = 2, num_heads: int = 1, pos_embedding: bool = True,
+                 impl: str = "auto"):
+        super().__init__()
+        self.window = RSEWindow(kernel_size, dilation)
+        if not (isinstance(reduction, int) and reduction >= 1 and channels % reduction == 0):
+            raise InvalidArgument("reduction", reduction, "a divisor of channels",
+                                  {"channels": channels})
+        mid = channels // reduction
+        if not (isinstance(num_heads, int) and num_heads >= 1 and mid % num_heads == 0
+                and channels % num_heads == 0):
+            raise InvalidArgument("num_heads", num_heads, "a divisor of both channels and "
+                                  "channels / reduction", {"channels": channels,
+                                                           "reduction": reduction})
+        self.num_heads, self.impl = num_heads, impl
+        self.query = nn.Conv2d(channels, mid, 1)
+        self.key = nn.Conv2d(channels, mid, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.pos = nn.Linear(channels, mid) if pos_embedding else None
+        self.register_buffer("pos_map", relative_position_map(kernel_size, channels), persistent=False)
+
+    @property
+    def kernel_size(self) -> int:
+        return self.window.kernel_size
+
+    @property
+    def dilation(self) -> int:
+        return self.window.dilation
+
+    def embeddings(self, x: torch.Tensor, z: torch.Tensor):
+        """query (N, C/d, H, W), key (N, C/d, H, W), value (N, C, H, W), pos (k*k, C/d) or None."""
+        pos = self.pos(self.pos_map.to(x.dtype)) if self.pos is not None else None
+        return self.query(x), self.key(z), self.value(z), pos
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) low-level map; z: (N, C, H, W) high-level map upsampled to x.
+        Returns z-hat: (N, C, H, W)."""
+        q, k, v, pos = self.embeddings(x, z)
+        return run_rse(q, k, v, pos, self.window, self.num_heads, self.impl)
+
+    @torch.no_grad()
+    def relation_weights(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(N, num_heads, k*k, H, W): what each pixel of x attends to in z (Fig. 1b)."""
+        q, k, _, pos = self.embeddings(x, z)
+        return rse_relation_weights(q, k, pos, self.kernel_size, self.dilation, self.num_heads)
