@@ -33,6 +33,12 @@ def installed(tmp_path_factory):
     return target
 
 
+def _configs(root):
+    """The config files (.yaml, LazyConfig .py) under `root`, relative to it."""
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root)
+                  for f in files if f.endswith((".yaml", ".py")))
+
+
 def _run(installed, cwd, *args):
     env = dict(os.environ, PYTHONPATH=str(installed))
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
@@ -42,10 +48,7 @@ def _run(installed, cwd, *args):
 @pytest.mark.slow
 def test_wheel_ships_the_configs_and_tools_work_elsewhere(installed, tmp_path):
     shipped = installed / "rsp_d2" / "model_zoo" / "configs"
-    ours = sorted(os.path.relpath(os.path.join(d, f), os.path.join(REPO, "configs"))
-                  for d, _, files in os.walk(os.path.join(REPO, "configs")) for f in files)
-    assert sorted(os.path.relpath(os.path.join(d, f), shipped)
-                  for d, _, files in os.walk(shipped) for f in files) == ours
+    assert _configs(shipped) == _configs(os.path.join(REPO, "configs"))
 
     where = _run(installed, tmp_path, "-c", "import rsp_d2, rsp_d2.model_zoo as z; "
                  "print(rsp_d2.__file__); print(z.get_config_file('cityscapes/rsp4_R50.yaml'))")
