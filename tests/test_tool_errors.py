@@ -295,3 +295,16 @@ def test_train_demo_refuses_before_generating_data(places, args, fragment, monke
                      *[a.format(places=places) for a in args])
     _refused(proc, fragment.format(places=places))
     assert _tree(places) == before
+
+
+@pytest.mark.parametrize("output, fragment", [
+    ("{places}/missing/m.onnx", "--output {places}/missing/m.onnx: folder {places}/missing does "
+                                "not exist"),
+    ("{places}/a_dir", "--output {places}/a_dir is a folder: expected a file"),
+], ids=["missing_folder", "a_folder"])
+def test_export_model_refuses_an_unwritable_output_before_exporting(places, output, fragment):
+    # MODEL.WEIGHTS is empty: refused after the output check, had the export work begun
+    before = _tree(places)
+    _refused(call_main("tools/export_model.py", "--config-file", SEMANTIC_TINY, "--output",
+                       output.format(places=places)), fragment.format(places=places))
+    assert _tree(places) == before
