@@ -9,6 +9,7 @@ implementation. Set RSP_D2_NO_EXT=1 to skip it deliberately.
 """
 import hashlib
 import os
+import re
 import shutil
 import sysconfig
 import warnings
@@ -66,6 +67,13 @@ def extensions():
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}
 
 
+def version() -> str:
+    """The one version: rsp_d2/__init__.py's ``__version__`` (read, not imported: importing the
+    package needs Detectron2, which a build environment may lack)."""
+    with open(os.path.join(HERE, "rsp_d2", "__init__.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
 def link_configs():
     """Ship configs/ inside the package as rsp_d2/model_zoo/configs (found by
     rsp_d2.model_zoo.get_config_file), as Detectron2 ships its model zoo's: a link in the source
@@ -85,7 +93,7 @@ link_configs()
 # it from source must not get a second copy. requirements.txt pins the tested stack.
 setup(
     name="rsp_d2",
-    version="0.1.0",
+    version=version(),
     description="RSP head (Relational Semantics Propagator, Bai et al. RA-L 2021) for Detectron2",
     packages=find_packages(include=["rsp_d2", "rsp_d2.*"]),
     package_data={"rsp_d2.model_zoo": [f"configs/{d}*.{ext}" for d in ("", "**/")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rsp_d2.analysis.relation_content import offset_validity, relation_content
+from rsp_d2.visualization.relation_content import offset_validity, relation_content
 
 
 def _positional(pattern, valid):

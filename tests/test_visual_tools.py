@@ -46,7 +46,7 @@ def test_visualize_relations_draws_the_three_figures(tiny, val_images, tmp_path)
     assert_png(out / "query_key_pca.png", (1200, 1010))
     assert_png(out / "propagation.png", (1560, 990))
     assert sorted(os.listdir(out)) == ["propagation.png", "query_key_pca.png", "relations.png"]
-    # the content-vs-position score of every relation module (rsp_d2.analysis.relation_content)
+    # the content-vs-position score of every relation module (rsp_d2.visualization.relation_content)
     for module in ("RSP-76", "RSP-65", "RSP-54", "RSP-43"):
         line = next(l for l in proc.stdout.splitlines() if l.startswith(f"{module}: content"))
         assert 0.0 <= float(line.split("content fraction ")[1].split()[0]) <= 1.0, line

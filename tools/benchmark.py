@@ -20,7 +20,7 @@ import torch
 
 from rsp_d2.analysis.benchmark import (
     DEVICES, check_settings, load_average, machine_info, peak_extra_memory_mb, report_paths,
-    summarize, time_run)
+    summarize_times, time_run)
 from rsp_d2.analysis.benchmark_cases import build_case
 from rsp_d2.analysis.benchmark_deploy import RUNTIMES, build_deploy_pair
 from rsp_d2.analysis.benchmark_report import render_markdown
@@ -62,7 +62,7 @@ def interleaved(runs, repeats, device):
         for run, ts, n in zip(runs, times, counts):
             if i < n:
                 ts += time_run(run, 1, warmup=0, device=device)
-    return [summarize(ts) for ts in times]
+    return [summarize_times(ts) for ts in times]
 
 
 def measure_group(cases, repeats, device, memory=True):

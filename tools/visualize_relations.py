@@ -64,7 +64,7 @@ def main(argv=None):
         exit_with_error(e)
     for name, path in paths.items():
         print(f"{name}: {path}")
-    for module, s in content.items():  # rsp_d2.analysis.relation_content
+    for module, s in content.items():  # rsp_d2.visualization.relation_content
         print(f"{module}: content fraction {s['content_fraction']:.3f} (the image-mean pattern "
               f"explains {s['pattern_explained']:.1%} of the weight variance), "
               f"KL from it {s['kl']:.3f} nats over {s['pixels']} pixel-heads")

@@ -15,7 +15,6 @@ import multiprocessing
 import os
 import platform
 import resource
-import statistics
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -23,9 +22,10 @@ import torch
 
 from ..utils.errors import InputError
 from ..utils.machine import cpu_model
+from .stats import summarize
 from ..utils.paths import check_output_file
 
-__all__ = ["machine_info", "time_run", "summarize", "peak_extra_memory_mb", "load_average",
+__all__ = ["machine_info", "time_run", "summarize_times", "peak_extra_memory_mb", "load_average",
            "DEVICES", "check_settings", "report_paths"]
 
 # The memory method differs by device kind and uses the current CUDA device (choose it with
@@ -106,11 +106,12 @@ def time_run(run: Callable[[], None], repeats: int, warmup: int = 1,
     return times
 
 
-def summarize(times: List[float]) -> Dict:
-    """Median (the number reported), min and max in milliseconds, and the repeat count."""
-    ms = [t * 1e3 for t in times]
-    return {"median_ms": round(statistics.median(ms), 2), "min_ms": round(min(ms), 2),
-            "max_ms": round(max(ms), 2), "repeats": len(ms)}
+def summarize_times(times: List[float]) -> Dict:
+    """The timing row of `times` (seconds): median (the number reported), min and max in
+    milliseconds, rounded, and the repeat count; the statistics are :func:`stats.summarize`'s."""
+    s = summarize([t * 1e3 for t in times])
+    return {"median_ms": round(s["median"], 2), "min_ms": round(s["min"], 2),
+            "max_ms": round(s["max"], 2), "repeats": s["n"]}
 
 
 def _measure_in_child(case: Dict, conn):

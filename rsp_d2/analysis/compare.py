@@ -180,7 +180,7 @@ def _score_relations(cfg, num_images: int) -> Dict:
     from ..engine import Predictor, read_image
     from ..layers import fusion_has_relation
     from ..visualization.trace import trace_head
-    from .relation_content import trace_relation_content
+    from ..visualization.relation_content import trace_relation_content
 
     if cfg.MODEL.SEM_SEG_HEAD.NAME != "RSPHead" or not any(
             fusion_has_relation(f) for f in cfg.MODEL.SEM_SEG_HEAD.RSP.FUSION):

@@ -73,7 +73,7 @@ def make_head_figures(
         opts: KEY VALUE config overrides applied to both models.
         max_colors: see :func:`save_figure`.
         content: if given, filled with the content-vs-position scores of each relation
-            module on this image ({"RSP-43": {...}}, rsp_d2.analysis.relation_content).
+            module on this image ({"RSP-43": {...}}, rsp_d2.visualization.relation_content).
     """
     check_output_dir(output_dir, "--output")
     paths = {name: os.path.join(output_dir, file) for name, file in FIGURE_NAMES.items()}
@@ -111,7 +111,7 @@ def make_head_figures(
 
     trace = trace_head(Predictor(cfg), image)
     if content is not None:
-        from ..analysis.relation_content import trace_relation_content
+        from .relation_content import trace_relation_content
 
         content.update(trace_relation_content(trace))
     models: List = [(_config_name(config_file), trace)]
