@@ -16,14 +16,18 @@ Server protocol: one JSON line per run on stdin,
 its answer descriptor (stdout) ``{"pid": N}`` once the child has started and
 ``{"returncode": N}`` once it has ended (negative: killed by that signal, as ``subprocess``
 reports it). End of stdin ends the server.
+
+A run that times out is killed and its answer drained, so that the next run's answers stay in
+step; an exchange that cannot be finished (no pid in time, an interrupt, a server that died)
+throws the server away, and the next run in that environment starts a fresh one.
 """
 import atexit
-import functools
 import importlib
 import json
 import os
 import queue
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +37,8 @@ import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 900  # a hung run must fail its test, not the CI job
+_DRAIN_S = 60  # for the answer of a run killed on its timeout
+_CLOSE_S = 60  # for the server to end (after its current run) once its stdin is closed
 # What the server imports: the libraries Detectron2, rsp_d2 and its tools use, but Detectron2
 # (the last ones are optional).
 _LIBRARIES = ("torch", "torchvision", "torchvision.ops", "numpy", "cv2", "PIL.Image",
@@ -52,12 +58,15 @@ def run_python(script, *args, env=None, timeout=TIMEOUT_S, merge_output=False):
     (text; stderr None and merged into stdout with `merge_output`)."""
     env = dict(os.environ if env is None else env)
     key = tuple(sorted((k, v) for k, v in env.items() if k not in _NOT_READ_BY_THE_SERVER))
-    return _server(key).run([str(script), *map(str, args)], env, timeout, merge_output)
+    server = _SERVERS.get(key)
+    if server is None or not server.alive():  # a dead one (killed, crashed, thrown away)
+        if server is not None:
+            server.close()
+        server = _SERVERS[key] = _Server(dict(key))
+    return server.run([str(script), *map(str, args)], env, timeout, merge_output)
 
 
-@functools.lru_cache(maxsize=None)
-def _server(env_items):
-    return _Server(dict(env_items))
+_SERVERS = {}  # the sorted items of an environment -> its _Server
 
 
 class _Server:
@@ -65,7 +74,12 @@ class _Server:
 
     def __init__(self, env):
         self._log = tempfile.TemporaryFile()  # what the server itself prints (import warnings)
+        # Matplotlib's config and font cache folder, owned here: without a writable one it
+        # falls back to a temporary folder that an atexit handler removes, and the server's
+        # handlers run at the end of every run, so the first run would remove it for the rest.
+        self._mplconfigdir = tempfile.mkdtemp(prefix="fork_server_mpl-")
         env = {k: v for k, v in env.items() if k not in _NOT_READ_BY_THE_SERVER}
+        env["MPLCONFIGDIR"] = self._mplconfigdir
         self._proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)], cwd=REPO,
                                       env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=self._log, text=True)
@@ -85,33 +99,72 @@ class _Server:
             raise RuntimeError(f"{__file__} exited:\n{self._log.read().decode()[-4000:]}")
         return answer
 
+    def alive(self):
+        return self._proc.poll() is None
+
     def run(self, argv, env, timeout, merge_output):
         with tempfile.TemporaryDirectory() as d:
             out, err = os.path.join(d, "stdout"), os.path.join(d, "stderr")
             request = {"argv": argv, "cwd": REPO, "env": env, "stdout": out,
                        "stderr": out if merge_output else err}
-            self._proc.stdin.write(json.dumps(request) + "\n")
-            self._proc.stdin.flush()
-            pid = self._answer(timeout)["pid"]
+            pid, in_step = None, False
             try:
-                returncode = self._answer(timeout)["returncode"]
+                self._proc.stdin.write(json.dumps(request) + "\n")
+                self._proc.stdin.flush()
+                pid = self._answer(timeout)["pid"]
+                try:
+                    returncode = self._answer(timeout)["returncode"]
+                except queue.Empty:
+                    _kill(pid)
+                    self._answer(_DRAIN_S)  # its returncode: the next run's answers stay in step
+                    in_step = True
+                    raise
+                in_step = True
             except queue.Empty:
-                os.kill(pid, signal.SIGKILL)
-                self._answer(timeout)
-                raise subprocess.TimeoutExpired(argv, timeout, output=_read_text(out))
+                raise subprocess.TimeoutExpired(
+                    argv, timeout, output=_read_text(out),
+                    stderr=None if merge_output else _read_text(err)) from None
+            finally:
+                if not in_step:  # an answer may still come: the server is of no further use
+                    if pid is not None:
+                        _kill(pid)
+                    self.close(timeout=0)
             return subprocess.CompletedProcess(
                 argv, returncode, _read_text(out), None if merge_output else _read_text(err))
 
-    def close(self):
-        if self._proc.poll() is None:
+    def close(self, timeout=_CLOSE_S):
+        """End the server: end of its stdin, then SIGKILL if it has not ended within
+        `timeout` seconds (a run still going)."""
+        atexit.unregister(self.close)
+        try:
             self._proc.stdin.close()
-            self._proc.wait(timeout=60)
+        except BrokenPipeError:  # it died: part of a request was left in the buffer
+            pass
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
         self._log.close()
+        shutil.rmtree(self._mplconfigdir, ignore_errors=True)
+
+
+def _kill(pid):
+    """SIGKILL a run; it may have ended and been waited for by the server meanwhile."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _read_text(path):
-    with open(path, errors="replace") as f:
-        return f.read()
+    """The text of an output file; "" if the run never opened it (a run that timed out before
+    its child started)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -155,7 +208,12 @@ def _become(request, answers, path):
         traceback.print_exc()
     finally:
         try:
-            atexit._run_exitfuncs()  # what interpreter exit runs (logging flushes its files)
+            # What interpreter exit runs: first join the non-daemon threads...
+            try:
+                threading._shutdown()
+            except BaseException:  # e.g. an interrupt while joining: reported, exit goes on
+                traceback.print_exc()
+            atexit._run_exitfuncs()  # ...then the atexit handlers (logging flushes its files)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -170,9 +228,11 @@ def serve():
     for name in _LIBRARIES:
         importlib.import_module(name)
     for name in _OPTIONAL_LIBRARIES:
+        # Absent, or failing to import here (e.g. built for another torch): not the server's
+        # concern, a run that imports it gets the error as a fresh interpreter would.
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:
             pass
 
     for line in sys.stdin:
