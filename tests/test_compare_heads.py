@@ -88,6 +88,8 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     (["--variant", "a", SEMANTIC_TINY, "--variant", "a", SEMANTIC_TINY], "appear twice"),
     (["--variant", "a", SEMANTIC_TINY, "--reference", "b", "--collect-only"], "--reference"),
     (["--variant", "a/b", SEMANTIC_TINY], "plain folder name"),
+    (["--variant", "a", SEMANTIC_TINY, "MODEL.WEIGHTS", "/nope.pth"],
+     "variant a: MODEL.WEIGHTS /nope.pth does not exist: expected a checkpoint file"),
 ])
 def test_bad_input_is_one_error_line(tmp_path, args, message):
     proc = call_main("tools/compare_heads.py", "--output", tmp_path, *args)

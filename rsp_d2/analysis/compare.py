@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from ..utils.errors import InputError, print_error
 from ..utils.file_io import write_json_atomic
 from ..utils.machine import cpu_model
-from .compare_presets import PRESETS
+from .compare_presets import PRESETS, PRETRAINED_R18
 
 __all__ = ["Variant", "RunFailed", "parse_variant", "plan", "run_dir", "run_comparison",
            "PRESETS"]
@@ -76,10 +76,11 @@ def plan(variants: Sequence[Variant], seeds: Sequence[int]) -> List[tuple]:
         _check_name(v.name)
         weights = load_config(v.config_file, v.opts).MODEL.WEIGHTS  # InputError names the key
         if weights and "://" not in weights and not os.path.isfile(weights):
-            raise InputError(f"variant {v.name}: MODEL.WEIGHTS {weights} does not exist (the "
-                             "mini_pretrained preset's: make it with python "
-                             "tools/pretrain_backbone.py --output output/pretrain_R18 "
-                             "--data-root datasets/synthetic_pretrain)")
+            hint = (": the mini_pretrained preset's, made by python tools/pretrain_backbone.py "
+                    "--output output/pretrain_R18 --data-root datasets/synthetic_pretrain"
+                    if weights.endswith(PRETRAINED_R18) else
+                    ": expected a checkpoint file (or a URL)")
+            raise InputError(f"variant {v.name}: MODEL.WEIGHTS {weights} does not exist{hint}")
     return [(v, s) for s in seeds for v in variants]
 
 
