@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from detectron2.solver import build_lr_scheduler
 
 from rsp_d2 import load_config
 from rsp_d2.data.mapper import build_semantic_augmentations
-from tool_utils import REPO
+from tool_utils import REPO, detectron2_tool
 from train_net_utils import run_python
 
 LAZY = Path(REPO) / "configs" / "lazy"
@@ -34,9 +33,6 @@ FUSIONS = {"cityscapes/baseline_R50": ["SumFusion"] * 3, "cityscapes/rsp2_R50": 
            "cityscapes/rsp4_R50": RSP4, "cityscapes/rsp2_D_R101": RSP2,
            "cityscapes/rsp4_D_R101": RSP4, "panoptic_rsp2": RSP2, "panoptic_rsp4": RSP4,
            "demo/rsp4_R18_synthetic": RSP4}
-# Detectron2's upstream source: tools/ is not in the wheels (CI: .ci/run's DETECTRON2_SRC)
-VENDORED = Path(REPO).parent / "shared" / "vendor" / "detectron2-02b5c4e2.tar.gz"
-SCRIPT = "tools/lazyconfig_train_net.py"
 
 
 def _yaml_cfg(name):
@@ -194,29 +190,6 @@ def test_readme_lazyconfig_snippet_builds_an_rsp_panoptic_fpn():
     assert out["sem_seg"].shape == (54, 200, 300) and "panoptic_seg" in out
 
 
-def _lazyconfig_train_net(dest: Path) -> Path:
-    """Detectron2's tools/lazyconfig_train_net.py, extracted into `dest` from its upstream
-    source: $DETECTRON2_SRC (an archive or a source folder, as for `make env`) or the archive
-    CI vendors."""
-    src = os.environ.get("DETECTRON2_SRC", "")
-    for candidate in (Path(src) if src else None, VENDORED):
-        if candidate is None or not candidate.exists():
-            continue
-        if candidate.is_dir():
-            found = sorted(candidate.glob(f"**/{SCRIPT}"))
-            if found:
-                return found[0]
-            continue
-        with tarfile.open(candidate) as archive:
-            for member in archive:
-                if member.isfile() and member.name.endswith(SCRIPT):
-                    target = dest / "lazyconfig_train_net.py"
-                    target.write_bytes(archive.extractfile(member).read())
-                    return target
-    pytest.skip(f"no Detectron2 source holding {SCRIPT}: neither $DETECTRON2_SRC "
-                f"({src or 'unset'}) nor {VENDORED}")
-
-
 # The demo config at test size: ResNet-18-FPN with 32 channels, 128 x 256 crops, batch 2.
 TINY = ["train.max_iter=3", "train.log_period=1", "dataloader.train.total_batch_size=2",
         "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
@@ -243,7 +216,7 @@ def test_lazyconfig_train_net_trains_and_evaluates_the_demo(synthetic_root, tmp_
     """Detectron2's own LazyConfig training script, unchanged, on configs/lazy/demo: 3
     iterations on the synthetic Cityscapes on the CPU, the final evaluation with both
     evaluators, then --eval-only from the config.yaml and model_final.pth it saved."""
-    script = _lazyconfig_train_net(tmp_path)
+    script = detectron2_tool("lazyconfig_train_net.py", tmp_path)
     out = tmp_path / "out"
     train = run_python(script, "--config-file", "configs/lazy/demo/rsp4_R18_synthetic.py",
                        f"train.output_dir={out}", *TINY, data_root=synthetic_root)

@@ -5,14 +5,19 @@ import io
 import os
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from fork_server import run_python
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Detectron2's upstream source: tools/ is not in the wheels (CI: .ci/run's DETECTRON2_SRC)
+VENDORED = Path(REPO).parent / "shared" / "vendor" / "detectron2-02b5c4e2.tar.gz"
 IMAGE_SIZE = (256, 512)  # (height, width) of the synthetic Cityscapes images
 
 # Overrides making a config tiny and fast: ResNet-18, 64 channels, inputs kept at 256 x 512.
@@ -123,3 +128,27 @@ def assert_png(path, size):
     pixels = np.asarray(image.convert("RGB"))
     assert pixels.reshape(-1, 3).std(axis=0).max() > 5, f"{path} is (nearly) constant"
     return pixels
+
+
+def detectron2_tool(name: str, dest: Path) -> Path:
+    """Detectron2's ``tools/<name>``, from its upstream source: $DETECTRON2_SRC (an archive or a
+    source folder, as for ``make env``) or the archive CI vendors; extracted into `dest` from
+    an archive. Skips the test when neither holds it."""
+    script = f"tools/{name}"
+    src = os.environ.get("DETECTRON2_SRC", "")
+    for candidate in (Path(src) if src else None, VENDORED):
+        if candidate is None or not candidate.exists():
+            continue
+        if candidate.is_dir():
+            found = sorted(candidate.glob(f"**/{script}"))
+            if found:
+                return found[0]
+            continue
+        with tarfile.open(candidate) as archive:
+            for member in archive:
+                if member.isfile() and member.name.endswith(script):
+                    target = Path(dest) / name
+                    target.write_bytes(archive.extractfile(member).read())
+                    return target
+    pytest.skip(f"no Detectron2 source holding {script}: neither $DETECTRON2_SRC "
+                f"({src or 'unset'}) nor {VENDORED}")

@@ -4,4 +4,5 @@ from .checkpoint import AtomicDetectionCheckpointer, check_checkpoint, load_mode
 from .dataset_checks import DatasetNotFoundError, check_datasets
 from .launcher import argument_parser, cli, load_cfg, main, run, setup
 from .predictor import Predictor, read_image
+from .recipe import RSPDataMixin, build_recipe_train_loader, confirm_recipe_data
 from .trainer import RSPTrainer

@@ -8,19 +8,18 @@ import os
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
 import detectron2.engine.defaults as d2_defaults
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 
-from ..data.mapper import build_mapper
-from ..data.resumable import build_resumable_train_loader
+from ..data.build import uses_resumable_loader
 from ..evaluation.build import build_evaluator
 from ..utils.errors import InputError, TrainingDivergedError
 from ..utils.file_io import remove_stale_temporaries, write_json_atomic
 from .amp import TorchAMPTrainer
 from .checkpoint import AtomicDetectionCheckpointer, model_config_of
 from .interrupt import disk_full
+from .recipe import RSPDataMixin
 from .resume import get_rng_state, require_checkpoint, set_rng_state, truncate_metrics
 
 __all__ = ["RSPTrainer", "wrap_ddp"]
@@ -85,11 +84,12 @@ def _replaced(hook, log_period: int, build_writers):
     return hook
 
 
-class RSPTrainer(DefaultTrainer):
+class RSPTrainer(RSPDataMixin, DefaultTrainer):
     """DefaultTrainer with:
 
-    * the dataset mapper named by ``INPUT.DATASET_MAPPER_NAME`` (the Cityscapes recipe is
-      "rsp_semantic"), in loaders whose errors name the failing file;
+    * the loaders of :class:`RSPDataMixin`: the dataset mapper named by
+      ``INPUT.DATASET_MAPPER_NAME`` (the Cityscapes recipe is "rsp_semantic"), whose errors
+      name the failing file;
     * evaluators chosen by each test dataset's ``evaluator_type`` (:func:`build_evaluator`),
       results also saved to ``OUTPUT_DIR/inference/results.json``;
     * atomic checkpoint writes (:class:`AtomicDetectionCheckpointer`);
@@ -147,7 +147,7 @@ class RSPTrainer(DefaultTrainer):
             final = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
             if self.start_iter >= self.max_iter and not os.path.isfile(final):
                 self.checkpointer.save("model_final")  # its write was killed
-        if self._uses_resumable_loader(self.cfg):
+        if uses_resumable_loader(self.cfg):
             self._trainer.reset_data_loader(functools.partial(
                 self.build_train_loader, self.cfg, start_iter=self.start_iter,
                 seed=self._data_seed))
@@ -203,26 +203,6 @@ class RSPTrainer(DefaultTrainer):
         # the later records) leaves no iteration without its record.
         return [h for h in ret if not isinstance(h, hooks.PeriodicCheckpointer)] + \
             [h for h in ret if isinstance(h, hooks.PeriodicCheckpointer)]
-
-    @staticmethod
-    def _uses_resumable_loader(cfg) -> bool:
-        return cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler"
-
-    @classmethod
-    def build_train_loader(cls, cfg, *, start_iter: int = 0, seed=None):
-        """The training stream from iteration `start_iter`, a function of `seed` (default
-        SEED) and the position only (:func:`build_resumable_train_loader`); Detectron2's own
-        loader for the other DATALOADER.SAMPLER_TRAIN choices (then resume is not exact)."""
-        mapper = build_mapper(cfg, is_train=True)
-        if not cls._uses_resumable_loader(cfg):
-            return build_detection_train_loader(cfg, mapper=mapper)
-        return build_resumable_train_loader(cfg, mapper, start_iter=start_iter,
-                                            seed=cfg.SEED if seed is None else seed)
-
-    @classmethod
-    def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name,
-                                           mapper=build_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

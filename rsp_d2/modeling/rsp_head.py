@@ -1,3 +1,4 @@
+import logging
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import fvcore.nn.weight_init as weight_init
@@ -64,6 +65,7 @@ class RSPHead(nn.Module):
         ignore_value: int = -1,
         loss_type: str = "cross_entropy",
         loss_top_k: float = 1.0,
+        data_recipe: Optional[str] = None,
     ):
         """
         Args:
@@ -79,6 +81,10 @@ class RSPHead(nn.Module):
             norm: normalization after each 3x3 conv ("GN", "BN", "" ...).
             loss_weight, ignore_value: as in ``SemSegFPNHead``.
             loss_type: "cross_entropy" or "bootstrapped" (the `loss_top_k` hardest pixels).
+            data_recipe: the dataset mapper the config trains with when it is not Detectron2's
+                (``INPUT.DATASET_MAPPER_NAME``, e.g. "rsp_semantic"): the first training step
+                warns unless the trainer confirmed that its loader applies it
+                (:mod:`rsp_d2.engine.recipe`); a stock Detectron2 loader would drop it silently.
         """
         super().__init__()
         levels = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
@@ -103,6 +109,8 @@ class RSPHead(nn.Module):
         self.loss_type = loss_type
         self.loss_top_k = loss_top_k
         self.fusion_names = fusion
+        self._data_recipe = data_recipe
+        self._data_recipe_checked = data_recipe is None
 
         # Q_l: the 3x3 conv (+ norm, ReLU) that brings each input level to conv_dims channels.
         self.q_convs = nn.ModuleDict()
@@ -151,6 +159,8 @@ class RSPHead(nn.Module):
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "loss_type": rsp.LOSS_TYPE,
             "loss_top_k": rsp.LOSS_TOP_K if rsp.LOSS_TYPE == "bootstrapped" else 1.0,
+            "data_recipe": (None if cfg.INPUT.DATASET_MAPPER_NAME == "default"
+                            else cfg.INPUT.DATASET_MAPPER_NAME),
         }
 
     def forward(self, features: Dict[str, torch.Tensor], targets: Optional[torch.Tensor] = None):
@@ -165,9 +175,24 @@ class RSPHead(nn.Module):
         """
         x = self.layers(features)
         if self.training:
+            if not self._data_recipe_checked:
+                self._warn_recipe_not_applied()
             return None, self.losses(x, targets)
         x = F.interpolate(x, scale_factor=self.common_stride, mode="bilinear", align_corners=False)
         return x, {}
+
+    def confirm_data_recipe(self) -> None:
+        """Called by the trainer whose loader applies ``data_recipe``: no warning."""
+        self._data_recipe_checked = True
+
+    def _warn_recipe_not_applied(self) -> None:
+        self._data_recipe_checked = True  # once
+        logging.getLogger(__name__).warning(
+            f"INPUT.DATASET_MAPPER_NAME is {self._data_recipe!r}, but this run's training loader "
+            "is not rsp_d2's: it trains without that mapper (the paper's data pipeline, Sec. "
+            "IV-A, with Detectron2's DatasetMapper instead). Use `class Trainer(RSPDataMixin, "
+            "DefaultTrainer)` or `build_recipe_train_loader(cfg, model)` from rsp_d2.engine "
+            "(README, 'Use the head in your own Detectron2 project').")
 
     def aggregate(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """The aggregated maps A_l, finest first: [(N, C, H_l, W_l) for each level]."""
