@@ -1,8 +1,9 @@
 """Multiply-adds and parameters of a semantic segmentation head, counted the way the paper
 reports them (Table I): the head only, backbone and FPN excluded, one fused multiply-add
 counted as one FLOP, and only conv / linear / matmul / einsum counted (norms, activations,
-upsampling, pooling and softmax are not)."""
-from typing import Dict, Optional, Tuple
+upsampling, pooling and softmax are not); and of the whole model (Table II: backbone, FPN and
+head, the same ops counted)."""
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from fvcore.nn.jit_analysis import JitModelAnalysis
@@ -20,7 +21,7 @@ from detectron2.config import CfgNode
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_sem_seg_head
 
-__all__ = ["count_head", "build_head_for_analysis", "head_input_features"]
+__all__ = ["count_head", "count_model", "build_head_for_analysis", "head_input_features"]
 
 
 def _einsum_macs(inputs, outputs) -> int:
@@ -65,18 +66,35 @@ class _Logits(nn.Module):
         return self.head.layers(dict(zip(self.names, maps)))
 
 
-def build_head_for_analysis(cfg: CfgNode) -> Tuple[nn.Module, Dict[str, ShapeSpec], int]:
-    """Build cfg's semantic head in eval mode, with the reference relation implementation.
+class _WholeModel(nn.Module):
+    """Traceable semantic model: a normalized (1, 3, H, W) image in, logits before the final
+    upsampling out (Detectron2's normalization and upsampling are elementwise, uncounted)."""
 
-    Returns:
-        (head, the backbone's output shapes, the backbone's size divisibility).
-    """
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, image):
+        return self.head.layers(self.backbone(image))
+
+
+def _analysis_cfg(cfg: CfgNode) -> CfgNode:
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cpu"
     if "RSP" in cfg.MODEL.SEM_SEG_HEAD:
         cfg.MODEL.SEM_SEG_HEAD.RSP.IMPL = "reference"  # the readable definition is what we count
+    return cfg
+
+
+def build_head_for_analysis(cfg: CfgNode) -> Tuple[nn.Module, Dict[str, ShapeSpec], int]:
+    """Build cfg's semantic head in eval mode, with the reference relation implementation.
+
+    Returns:
+        (head, the backbone's output shapes, the backbone's size divisibility).
+    """
+    cfg = _analysis_cfg(cfg)
     with torch.device("meta"):  # only its output shapes are needed: no weights allocated
         backbone = build_backbone(cfg)
     shapes = backbone.output_shape()
@@ -94,13 +112,18 @@ def head_input_features(shapes: Dict[str, ShapeSpec], names, height: int, width:
             for n in names}
 
 
+def _counted(module: nn.Module, inputs: Tuple[torch.Tensor, ...]) -> JitModelAnalysis:
+    analysis = JitModelAnalysis(module, inputs)
+    return analysis.set_op_handle(**_HANDLES).unsupported_ops_warnings(False) \
+        .uncalled_modules_warnings(False)
+
+
 def _trace_counts(head: nn.Module, shapes: Dict[str, ShapeSpec], div: int, height: int,
                   width: int) -> Tuple[int, Dict[str, int]]:
     """(total multiply-adds, {top-level module: multiply-adds}) of one height x width forward."""
     names = head.in_features
     feats = head_input_features(shapes, names, height, width, div)
-    analysis = JitModelAnalysis(_Logits(head, names), tuple(feats[n] for n in names))
-    analysis.set_op_handle(**_HANDLES).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analysis = _counted(_Logits(head, names), tuple(feats[n] for n in names))
     by_module = {k.replace("head.", "", 1): v for k, v in analysis.by_module().items()
                  if k.count(".") == 1 and k.startswith("head.")}
     return int(analysis.total()), by_module
@@ -133,23 +156,57 @@ def count_head(cfg: CfgNode, height: int = 1024, width: int = 2048,
     """
     head, shapes, div = build_head_for_analysis(cfg)
     grid = max([max(1, div)] + [shapes[n].stride for n in head.in_features])
-    if shrink is None:
-        shrink = next((s for s in (2 ** i for i in range(10, 0, -1))
-                       if not height % (2 * s * grid) and not width % (2 * s * grid)), 1)
-    if shrink == 1:
-        flops, by_module = _trace_counts(head, shapes, div, height, width)
-    else:
-        if height % (2 * shrink * grid) or width % (2 * shrink * grid):
-            raise ValueError(f"shrink={shrink}: {height}x{width} / {2 * shrink} is not a multiple "
-                             f"of the coarsest grid ({grid} pixels), the count would not scale")
-        sizes = [(height // shrink, width // shrink), (height // (2 * shrink), width // (2 * shrink))]
-        (big, big_mod), (small, small_mod) = [_trace_counts(head, shapes, div, h, w) for h, w in sizes]
-        px = [h * w for h, w in sizes]
-        flops = _extrapolate(big, small, px[0], px[1], height * width)
-        by_module = {k: _extrapolate(v, small_mod[k], px[0], px[1], height * width)
-                     for k, v in big_mod.items()}
+    flops, by_module = _scaled_counts(
+        lambda h, w: _trace_counts(head, shapes, div, h, w), height, width, grid, shrink)
     return {
         "flops": float(flops),
         "params": float(sum(p.numel() for p in head.parameters())),
         "by_module": by_module,
     }
+
+
+def _scaled_counts(trace: Callable[[int, int], Tuple[int, Dict[str, int]]], height: int,
+                   width: int, grid: int, shrink: Optional[int]) -> Tuple[int, Dict[str, int]]:
+    """`trace`(H, W) at height x width, or at 1/shrink and 1/(2 shrink) of each side and
+    extrapolated (see :func:`count_head`, whose `shrink` this is)."""
+    if shrink is None:
+        shrink = next((s for s in (2 ** i for i in range(10, 0, -1))
+                       if not height % (2 * s * grid) and not width % (2 * s * grid)), 1)
+    if shrink == 1:
+        return trace(height, width)
+    if height % (2 * shrink * grid) or width % (2 * shrink * grid):
+        raise ValueError(f"shrink={shrink}: {height}x{width} / {2 * shrink} is not a multiple "
+                         f"of the coarsest grid ({grid} pixels), the count would not scale")
+    sizes = [(height // shrink, width // shrink), (height // (2 * shrink), width // (2 * shrink))]
+    (big, big_mod), (small, small_mod) = [trace(h, w) for h, w in sizes]
+    px = [h * w for h, w in sizes]
+    return (_extrapolate(big, small, px[0], px[1], height * width),
+            {k: _extrapolate(v, small_mod[k], px[0], px[1], height * width)
+             for k, v in big_mod.items()})
+
+
+@torch.no_grad()
+def count_model(cfg: CfgNode, height: int = 1024, width: int = 2048,
+                shrink: Optional[int] = None) -> Dict[str, float]:
+    """Count cfg's whole semantic model (backbone, FPN, head: Table II's "FLOPs" column) on
+    one height x width image, the ops of :func:`count_head`; ``shrink`` as there (affine in the
+    pixel count for the same reason).
+
+    Returns:
+        {"flops": multiply-adds, "params": parameters,
+         "by_module": {"backbone": multiply-adds, "head": multiply-adds}}.
+    """
+    cfg = _analysis_cfg(cfg)
+    backbone = build_backbone(cfg).eval()
+    head = build_sem_seg_head(cfg, backbone.output_shape()).eval()
+    model = _WholeModel(backbone, head)
+    grid = max([max(1, backbone.size_divisibility)] +
+               [s.stride for s in backbone.output_shape().values()])
+
+    def trace(h, w):
+        analysis = _counted(model, (torch.randn(1, 3, h, w),))
+        return int(analysis.total()), {k: int(analysis.by_module()[k]) for k in ("backbone", "head")}
+
+    flops, by_module = _scaled_counts(trace, height, width, grid, shrink)
+    return {"flops": float(flops), "params": float(sum(p.numel() for p in model.parameters())),
+            "by_module": by_module}
