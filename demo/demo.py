@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 r"""Run an RSP model on images or a video and draw its predictions (Detectron2's demo).
 
-    python demo/demo.py --config-file configs/demo/rsp4_R18_synthetic.yaml \
+    python demo/demo.py --config-file configs/synthetic/rsp4_R18.yaml \
         --input 'datasets/synthetic/cityscapes/leftImg8bit/val/*/*.png' --output out/ \
         --opts MODEL.WEIGHTS output/demo_rsp4_R18/model_final.pth
     python demo/demo.py --config-file CFG --video-input clip.mp4 --output out/ --opts MODEL.WEIGHTS CKPT
@@ -36,7 +36,7 @@ _VIDEO_EXTENSIONS = (".mp4", ".avi")
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", metavar="FILE",
-                   default="configs/demo/rsp4_R18_synthetic.yaml")  # shipped with rsp_d2: found anywhere
+                   default="configs/synthetic/rsp4_R18.yaml")  # shipped with rsp_d2: found anywhere
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", nargs="+", metavar="PATH",
                      help="images: files, glob patterns ('dir/*.png') or folders (searched "

@@ -7,7 +7,7 @@
 # train_net.py writes them. BASELINE_RUN_DIR (optional) is a sum-baseline run of the same demo
 # recipe, which the propagation figure and the training curves then show next to RSP-4, e.g.
 #   DETECTRON2_DATASETS=datasets/synthetic .venv/bin/python train_net.py \
-#       --config-file configs/demo/rsp4_R18_synthetic.yaml \
+#       --config-file configs/synthetic/rsp4_R18.yaml \
 #       MODEL.SEM_SEG_HEAD.RSP.FUSION '["sum","sum","sum","sum","sum"]' OUTPUT_DIR output/demo_baseline_R18
 # The image is the first synthetic Cityscapes val image under $DETECTRON2_DATASETS (default
 # datasets/synthetic, where tools/train_demo.py puts it); the pixels of the relation figure are a
@@ -28,7 +28,7 @@ fail() { echo "error: $*" >&2; exit 1; }
 [ -f "$IMAGE" ] || fail "$IMAGE not found: set DETECTRON2_DATASETS to the synthetic data root ('make demo' makes datasets/synthetic)"
 # The config the run was trained with (train_net.py dumps it), else the demo's.
 CONFIG=$RUN/config.yaml
-[ -f "$CONFIG" ] || CONFIG=configs/demo/rsp4_R18_synthetic.yaml
+[ -f "$CONFIG" ] || CONFIG=configs/synthetic/rsp4_R18.yaml
 BASELINE_ARGS=()
 RUNS=("$RUN")
 if [ -n "$BASELINE" ]; then

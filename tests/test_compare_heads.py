@@ -83,7 +83,7 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "nope"], "--preset 'nope'"),
-    (["--variant", "a", "configs/demo/missing.yaml"], "configs/demo/missing.yaml"),
+    (["--variant", "a", "configs/synthetic/missing.yaml"], "configs/synthetic/missing.yaml"),
     (["--variant", "a", SEMANTIC_TINY, "SOLVER.NOPE", "1"], "SOLVER.NOPE"),
     (["--variant", "a", SEMANTIC_TINY, "--variant", "a", SEMANTIC_TINY], "appear twice"),
     (["--variant", "a", SEMANTIC_TINY, "--reference", "b", "--collect-only"], "--reference"),

@@ -9,7 +9,7 @@ from PIL import Image
 from rsp_d2.engine import load_cfg
 from train_net_utils import PANOPTIC_TINY, REPO, SEMANTIC_TINY, results, run_python
 
-DEMO_CONFIG = "configs/demo/rsp4_R18_synthetic.yaml"
+DEMO_CONFIG = "configs/synthetic/rsp4_R18.yaml"
 
 
 @pytest.mark.parametrize("config", [DEMO_CONFIG, SEMANTIC_TINY, PANOPTIC_TINY])

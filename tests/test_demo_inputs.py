@@ -20,7 +20,7 @@ from rsp_d2.utils.errors import InputError
 sys.path.insert(0, os.path.join(REPO, "demo"))
 
 # The tiny demo model: 32 channels, so its GroupNorms have one channel per group.
-TINY = os.path.join(REPO, "configs", "demo", "rsp4_R18_tiny.yaml")
+TINY = os.path.join(REPO, "tests", "configs", "rsp4_R18_tiny.yaml")
 
 
 @pytest.fixture(scope="module")

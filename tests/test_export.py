@@ -23,7 +23,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "demo", "rsp4_R18_tiny.yaml")  # R18, 32 channels
+TINY = os.path.join(REPO, "tests", "configs", "rsp4_R18_tiny.yaml")  # R18, 32 channels
 REL_TOL, AGREEMENT = 1e-4, 0.9999
 H, W = 157, 229  # no FPN stride divides them (primes): padding and cropping back are exported
 

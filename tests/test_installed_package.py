@@ -58,7 +58,7 @@ def test_wheel_ships_the_configs_and_tools_work_elsewhere(installed, tmp_path):
 
     # a README command, from a folder without configs/: the shipped config is used
     flops = _run(installed, tmp_path, os.path.join(REPO, "tools", "analyze_head.py"),
-                 "--config-file", "configs/demo/rsp4_R18_tiny.yaml", "--input-size", 256, 512)
+                 "--config-file", "configs/synthetic/rsp4_R18.yaml", "--input-size", 256, 512)
     assert flops.returncode == 0, flops.stderr[-3000:]
     # a preset: every variant's config found in the package
     cmp = _run(installed, tmp_path, os.path.join(REPO, "tools", "compare_heads.py"), "--preset",
@@ -66,12 +66,12 @@ def test_wheel_ships_the_configs_and_tools_work_elsewhere(installed, tmp_path):
     assert cmp.returncode == 0, cmp.stderr[-3000:]
     with open(tmp_path / "cmp" / "comparison.json") as f:
         report = json.load(f)
-    assert report["variants"]["rsp4"]["config_file"] == "configs/demo/rsp4_R18_synthetic.yaml"
+    assert report["variants"]["rsp4"]["config_file"] == "configs/synthetic/rsp4_R18.yaml"
 
 
 def test_get_config_file():
     assert get_config_file("cityscapes/rsp4_R50.yaml") == \
         get_config_file("configs/cityscapes/rsp4_R50.yaml")
-    assert os.path.isfile(get_config_file("demo/rsp4_R18_synthetic.yaml"))
+    assert os.path.isfile(get_config_file("synthetic/rsp4_R18.yaml"))
     with pytest.raises(InputError, match="rsp_d2 ships no config 'cityscapes/nope.yaml'"):
         get_config_file("cityscapes/nope.yaml")

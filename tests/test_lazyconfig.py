@@ -25,14 +25,14 @@ LAZY = Path(REPO) / "configs" / "lazy"
 # configs/lazy/<name>.py is the twin of configs/<name>.yaml
 TWINS = ["cityscapes/baseline_R50", "cityscapes/rsp2_R50", "cityscapes/rsp4_R50",
          "cityscapes/rsp2_D_R101", "cityscapes/rsp4_D_R101", "panoptic_rsp2", "panoptic_rsp4",
-         "demo/rsp4_R18_synthetic"]
+         "synthetic/rsp4_R18"]
 # The head's fusions, finest pair first (their registration order), for the models' names
 RSP2 = ["SumFusion", "RelationalSemanticsPropagator", "RelationalSemanticsPropagator"]
 RSP4 = ["SumFusion"] + ["RelationalSemanticsPropagator"] * 4
 FUSIONS = {"cityscapes/baseline_R50": ["SumFusion"] * 3, "cityscapes/rsp2_R50": RSP2,
            "cityscapes/rsp4_R50": RSP4, "cityscapes/rsp2_D_R101": RSP2,
            "cityscapes/rsp4_D_R101": RSP4, "panoptic_rsp2": RSP2, "panoptic_rsp4": RSP4,
-           "demo/rsp4_R18_synthetic": RSP4}
+           "synthetic/rsp4_R18": RSP4}
 
 
 def _yaml_cfg(name):
@@ -213,12 +213,12 @@ def _final_metrics(log):
 
 @pytest.mark.slow
 def test_lazyconfig_train_net_trains_and_evaluates_the_demo(synthetic_root, tmp_path):
-    """Detectron2's own LazyConfig training script, unchanged, on configs/lazy/demo: 3
+    """Detectron2's own LazyConfig training script, unchanged, on configs/lazy/synthetic/rsp4_R18.py: 3
     iterations on the synthetic Cityscapes on the CPU, the final evaluation with both
     evaluators, then --eval-only from the config.yaml and model_final.pth it saved."""
     script = detectron2_tool("lazyconfig_train_net.py", tmp_path)
     out = tmp_path / "out"
-    train = run_python(script, "--config-file", "configs/lazy/demo/rsp4_R18_synthetic.py",
+    train = run_python(script, "--config-file", "configs/lazy/synthetic/rsp4_R18.py",
                        f"train.output_dir={out}", *TINY, data_root=synthetic_root)
     assert train.returncode == 0, train.stdout[-5000:]
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]

@@ -14,7 +14,7 @@ from rsp_d2.utils.errors import InputError
 from tool_utils import REPO, run_tool
 
 TOOL = os.path.join(REPO, "tools", "pretrain_backbone.py")
-DEMO = os.path.join(REPO, "configs", "demo", "rsp4_R18_synthetic.yaml")
+DEMO = os.path.join(REPO, "configs", "synthetic", "rsp4_R18.yaml")
 Q2_Q5 = ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
          "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2','p3','p4','p5']",
          "MODEL.SEM_SEG_HEAD.RSP.FUSION", "['sum','sum','sum']"]

@@ -19,8 +19,8 @@ import fork_server
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_NET = str(REPO / "train_net.py")
-SEMANTIC_TINY = "configs/demo/rsp4_R18_tiny.yaml"
-PANOPTIC_TINY = "configs/demo/panoptic_rsp4_tiny.yaml"
+SEMANTIC_TINY = "tests/configs/rsp4_R18_tiny.yaml"
+PANOPTIC_TINY = "tests/configs/panoptic_rsp4_tiny.yaml"
 TIMEOUT_S = fork_server.TIMEOUT_S
 
 

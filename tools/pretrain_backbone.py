@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-CONFIG = "configs/demo/rsp4_R18_synthetic.yaml"  # shipped with rsp_d2: found anywhere
+CONFIG = "configs/synthetic/rsp4_R18.yaml"  # shipped with rsp_d2: found anywhere
 # the head the backbone is trained with: the mini preset's sum baseline (Q2-Q5)
 SUM_HEAD = ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
             "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2','p3','p4','p5']",

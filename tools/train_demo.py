@@ -5,7 +5,7 @@
                              [KEY VALUE ...config overrides]
 
 1. generates the synthetic Cityscapes once (kept under --data-root for later runs);
-2. trains configs/demo/rsp4_R18_synthetic.yaml with train_net.py's code path, in this process;
+2. trains configs/synthetic/rsp4_R18.yaml with train_net.py's code path, in this process;
 3. evaluates with the official Cityscapes script and Detectron2's SemSegEvaluator, and prints
    per-class IoU from both;
 4. writes image | ground truth | prediction overlays to OUTPUT_DIR/overlays/.
@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--data-root", default=os.path.join(REPO, "datasets", "synthetic"),
                         help="where the synthetic datasets are (made if missing)")
     parser.add_argument("--config-file",
-                        default="configs/demo/rsp4_R18_synthetic.yaml")  # shipped: found anywhere
+                        default="configs/synthetic/rsp4_R18.yaml")  # shipped: found anywhere
     parser.add_argument("--output-dir", default=os.path.join(REPO, "output", "demo_rsp4_R18"))
     parser.add_argument("--num-overlays", type=int, default=4, help="val images to draw (>= 0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE")

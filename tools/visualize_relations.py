@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 r"""Draw what the RSP head does on one image (paper Fig. 1b, 4 and 5b).
 
-    python tools/visualize_relations.py --config-file configs/demo/rsp4_R18_synthetic.yaml \
+    python tools/visualize_relations.py --config-file configs/synthetic/rsp4_R18.yaml \
         --checkpoint output/demo_rsp4_R18/model_final.pth --input IMAGE.png --output OUT_DIR \
         [--pixels 120,200 60,400 | --grid 2] [--background z|image] \
         [--baseline-config CFG --baseline-checkpoint CKPT] [--channel C] [--opts KEY VALUE ...]

@@ -1,5 +1,5 @@
 """Named comparisons: the paper's Table I/IV/VI rows on Cityscapes, and the same heads in
-miniature on the synthetic Cityscapes (the CPU demo model, configs/demo/rsp4_R18_synthetic.yaml).
+miniature on the synthetic Cityscapes (the CPU demo model, configs/synthetic/rsp4_R18.yaml).
 
 Each preset is a list of (name, config file relative to the repository, overrides); the first
 is the default reference of the paired differences. The configs are the ones rsp_d2 ships
@@ -11,7 +11,7 @@ __all__ = ["PRESETS", "PRETRAINED_R18", "preset_variants"]
 
 _CS = "configs/cityscapes"
 _AB = "configs/cityscapes/ablations"
-_DEMO = "configs/demo/rsp4_R18_synthetic.yaml"
+_DEMO = "configs/synthetic/rsp4_R18.yaml"
 # The demo model is RSP-4 on P2-P7; Table I/IV heads fuse Q2-Q5 of the standard FPN.
 _Q2_Q5 = ["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
           "MODEL.SEM_SEG_HEAD.IN_FEATURES", "['p2','p3','p4','p5']"]

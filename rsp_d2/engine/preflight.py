@@ -149,4 +149,4 @@ def _check_trainable_from_scratch(model: torch.nn.Module):
             "is empty: frozen statistics of a random initialization normalize nothing and "
             "training diverges. Set MODEL.WEIGHTS to pretrained weights (e.g. "
             "detectron2://ImageNetPretrained/MSRA/R-50.pkl), or train the norm from scratch "
-            "with MODEL.RESNETS.NORM GN (or SyncBN), as configs/demo/*.yaml do")
+            "with MODEL.RESNETS.NORM GN (or SyncBN), as configs/synthetic/*.yaml do")

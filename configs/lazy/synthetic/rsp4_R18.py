@@ -1,10 +1,10 @@
-# The CPU demo as a LazyConfig (configs/demo/rsp4_R18_synthetic.yaml): RSP-4 on a ResNet-18-FPN
+# The CPU demo as a LazyConfig (configs/synthetic/rsp4_R18.yaml): RSP-4 on a ResNet-18-FPN
 # trained from scratch on the synthetic Cityscapes (256 x 512 images, a quarter of Cityscapes'
 # side), 600 iterations. Sec. IV-A's recipe scaled by 1/4 in image side, except the model size
 # and the schedule. Run with DETECTRON2_DATASETS pointing at the synthetic data:
 #   python tools/make_synthetic_datasets.py --root datasets/synthetic
 #   DETECTRON2_DATASETS=datasets/synthetic python .../detectron2/tools/lazyconfig_train_net.py \
-#       --config-file configs/lazy/demo/rsp4_R18_synthetic.py
+#       --config-file configs/lazy/synthetic/rsp4_R18.py
 from ..cityscapes.rsp4_R50 import dataloader, lr_multiplier, model, optimizer, train
 
 _bottom_up = model.backbone.bottom_up
