@@ -17,8 +17,8 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT") and "OMP_NUM_THREADS" not in os.e
     os.environ["OMP_NUM_THREADS"] = str(
         max(1, _cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
-from run_once import run_once  # noqa: E402
-from tool_utils import make_tiny  # noqa: E402
+from support.run_once import run_once  # noqa: E402
+from support.tools import make_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def synthetic_root(tmp_path_factory):
 def semantic_run(synthetic_root, tmp_path_factory):
     """(OUTPUT_DIR, log) of one uninterrupted train_net.py run of the tiny semantic config
     (6 iterations, checkpoints after iterations 2 and 5, evaluated), shared by the tests."""
-    from train_net_utils import SEMANTIC_TINY, train_net
+    from support.train_net import SEMANTIC_TINY, train_net
 
     def build(out):
         proc = train_net("--config-file", SEMANTIC_TINY, "OUTPUT_DIR", out, data_root=synthetic_root)

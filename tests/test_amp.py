@@ -8,7 +8,7 @@ import torch
 from detectron2.utils.events import EventStorage
 
 from rsp_d2.engine.amp import TorchAMPTrainer, amp_precision
-from train_net_utils import SEMANTIC_TINY, metrics, train_net
+from support.train_net import SEMANTIC_TINY, metrics, train_net
 
 
 class _Tiny(torch.nn.Module):

@@ -5,8 +5,8 @@ file, so the tests also check that a section run keeps the sections it does not 
 import json
 
 import pytest
-from run_once import run_once
-from tool_utils import run_tool
+from support.tools import run_script
+from support.run_once import run_once
 
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT
 
@@ -18,7 +18,7 @@ def quick_report(tmp_path_factory):
     def build(directory):
         out = directory / "benchmarks.json"
         for sections in (["rse", "heads"], ["deploy"]):
-            proc = run_tool("tools/benchmark.py", "--quick", "--device", "cpu", "--out", out,
+            proc = run_script("tools/benchmark.py", "--quick", "--device", "cpu", "--out", out,
                             "--only", *sections)
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
         return json.loads(out.read_text()), out.with_suffix(".md").read_text()

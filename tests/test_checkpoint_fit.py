@@ -6,8 +6,8 @@ import pytest
 
 from rsp_d2.config import load_config
 from rsp_d2.engine.checkpoint import model_config_of
-from tool_utils import assert_ok, assert_png, call_main, IMAGE_SIZE
-from train_net_utils import SEMANTIC_TINY
+from support.tools import assert_ok, assert_png, call_main, IMAGE_SIZE
+from support.train_net import SEMANTIC_TINY
 
 
 @pytest.mark.slow

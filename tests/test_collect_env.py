@@ -8,7 +8,7 @@ import torch
 
 from rsp_d2.layers import available_rse_impls, rse_impl_names, rse_impls
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT
-from train_net_utils import REPO
+from support.train_net import REPO
 
 
 def _collect_env(*args):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from tool_utils import call_main, run_tool
-from train_net_utils import REPO, SEMANTIC_TINY, TIMEOUT_S, env_for
+from support.tools import call_main, run_script
+from support.train_net import REPO, SEMANTIC_TINY, TIMEOUT_S, env_for
 
 TOOL = str(REPO / "tools" / "compare_heads.py")
 SUM = ["MODEL.SEM_SEG_HEAD.RSP.FUSION", "['sum','sum','sum','sum','sum']"]
@@ -101,7 +101,7 @@ def test_bad_input_is_one_error_line(tmp_path, args, message):
 def test_mini_preset_reports_flops_and_missing_runs_without_training(tmp_path):
     """The README's benchmark preset: every variant's config merges and its head is counted;
     with no finished run the report lists them all as missing."""
-    proc = run_tool(TOOL, "--preset", "mini", "--seeds", "0", "1", "--output", tmp_path,
+    proc = run_script(TOOL, "--preset", "mini", "--seeds", "0", "1", "--output", tmp_path,
                     "--collect-only")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     with open(tmp_path / "comparison.json") as f:

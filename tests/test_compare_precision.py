@@ -10,8 +10,8 @@ from scipy import stats
 from rsp_d2.analysis.compare import Variant, is_finished, run_dir
 from rsp_d2.analysis.compare_report import collect, more_seeds, parse_contrast
 from rsp_d2.utils.errors import InputError
-from tool_utils import call_main
-from train_net_utils import REPO, SEMANTIC_TINY
+from support.tools import call_main
+from support.train_net import REPO, SEMANTIC_TINY
 
 SUM = ["MODEL.SEM_SEG_HEAD.RSP.FUSION", "['sum','sum','sum','sum','sum']"]
 CPU = "Test CPU"

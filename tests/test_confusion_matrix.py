@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tool_utils import assert_png
+from support.tools import assert_png
 
 
 # ------------------------------------------------------------------------ confusion matrix

@@ -27,7 +27,7 @@ from rsp_d2.engine import cli
 from rsp_d2.engine.dataset_checks import DatasetNotFoundError, check_dataset_records
 from rsp_d2.evaluation import EVALUATOR_TYPES, GROUND_TRUTH_READERS
 from rsp_d2.utils.errors import InputError
-from train_net_utils import SEMANTIC_TINY
+from support.train_net import SEMANTIC_TINY
 
 GT_ZIP = "restore them from Cityscapes' gtFine_trainvaltest.zip"
 RESIZED = ("a label is read pixel for pixel with its image; replace them with the "

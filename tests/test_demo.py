@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from rsp_d2.engine import load_cfg
-from train_net_utils import PANOPTIC_TINY, REPO, SEMANTIC_TINY, results, run_python
+from support.tools import run_script
+from support.train_net import PANOPTIC_TINY, REPO, SEMANTIC_TINY, results
 
 DEMO_CONFIG = "configs/synthetic/rsp4_R18.yaml"
 
@@ -36,7 +37,7 @@ def test_demo_config_keeps_the_cityscapes_recipe():
 @pytest.mark.slow
 def test_train_demo_end_to_end(synthetic_root, tmp_path):
     """The demo's code path on the tiny config (the real demo trains for minutes)."""
-    proc = run_python(REPO / "tools" / "train_demo.py", "--data-root", synthetic_root,
+    proc = run_script(REPO / "tools" / "train_demo.py", "--data-root", synthetic_root,
                       "--config-file", REPO / SEMANTIC_TINY, "--output-dir", tmp_path,
                       "--num-overlays", "2", data_root="unused: train_demo sets it")
     assert proc.returncode == 0, proc.stdout[-8000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tool_utils import IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, call_main
+from support.tools import IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, call_main
 
 sys.path.insert(0, os.path.join(REPO, "demo"))
 

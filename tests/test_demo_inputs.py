@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fork_server import run_python
-from tool_utils import REPO, assert_clear_error, assert_ok, call_main
+from support.tools import REPO, assert_clear_error, assert_ok, call_main, run_script
 
 from rsp_d2.utils.errors import InputError
 
@@ -288,7 +287,7 @@ def test_labels_of_a_large_image_take_a_fraction_of_its_logits_memory(tmp_path):
     script.write_text(_PEAK_SCRIPT)
     extra = {}
     for mode in ("labels", "logits"):
-        proc = run_python(script, TINY, mode)
+        proc = run_script(script, TINY, mode)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         extra[mode] = float(proc.stdout.split("extra MiB")[-1])
     logits_mib = 19 * 2000 * 3000 * 4 / 2 ** 20

@@ -9,7 +9,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from tool_utils import call_main, run_tool
+from support.tools import call_main, run_script
 
 from detectron2.modeling import build_model
 
@@ -156,7 +156,7 @@ def test_unexportable_relation_refuses_to_trace():
 
 
 def _tool(*args):
-    return run_tool("tools/export_model.py", *args)
+    return run_script("tools/export_model.py", *args)
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@ import json
 import os
 
 import pytest
-from run_once import run_once
-from tool_utils import call_main, run_tool
+from support.run_once import run_once
+from support.tools import call_main, run_script
 
 from rsp_d2.analysis.flops import build_head_for_analysis, count_head
 from rsp_d2.analysis.paper_tables import (
@@ -72,7 +72,7 @@ def test_known_values_and_ratios(tables):
 @pytest.mark.slow
 def test_single_config(tmp_path):
     out = tmp_path / "one.json"
-    proc = run_tool("tools/analyze_head.py", "--config-file", "configs/cityscapes/rsp2_R50.yaml",
+    proc = run_script("tools/analyze_head.py", "--config-file", "configs/cityscapes/rsp2_R50.yaml",
                     "--input-size", "512", "1024", "--json", out)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(out.read_text())

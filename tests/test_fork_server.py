@@ -1,4 +1,4 @@
-"""tests/fork_server.py: a forked run behaves as ``python SCRIPT ARGS...`` in a fresh interpreter
+"""tests/support/fork_server.py: a forked run behaves as ``python SCRIPT ARGS...`` in a fresh interpreter
 would, for what the tests look at (the suite's runs of train_net.py and the tools go through it),
 and a run that times out or a server that dies spoils no later run."""
 import json
@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-import fork_server
-from fork_server import run_python
+from support import fork_server
+from support.fork_server import run_python
 
 pytestmark = pytest.mark.slow  # each server costs seconds of imports, and these start several
 

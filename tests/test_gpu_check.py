@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from train_net_utils import REPO
+from support.train_net import REPO
 
 SCRIPT = os.path.join(REPO, "tools", "gpu_check.sh")
 

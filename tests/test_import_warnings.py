@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from train_net_utils import REPO
+from support.train_net import REPO
 
 
 def _run(code):

@@ -1,6 +1,6 @@
 """Every rsp_d2 module imports, and train_net.py and every script of tools/ and demo/ load, in a
 fresh interpreter. The suite's runs are forked from a server that has imported torch and the
-other third-party libraries (tests/fork_server.py), and the tests import many modules in one
+other third-party libraries (tests/support/fork_server.py), and the tests import many modules in one
 process: either can hide a module that uses a submodule it never imports."""
 import json
 import subprocess
@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tool_utils import REPO
+from support.tools import REPO
 
 _IMPORT_ALL = textwrap.dedent("""
     import glob, importlib, importlib.util, json, os, pkgutil, sys, traceback

@@ -10,7 +10,7 @@ import pytest
 
 from rsp_d2.model_zoo import get_config_file
 from rsp_d2.utils.errors import InputError
-from tool_utils import REPO
+from support.tools import REPO
 
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", "output", "datasets", ".d2", "*.so",
                                      "__pycache__", ".pytest_cache", "*.egg-info", "build",

@@ -12,9 +12,10 @@ import pytest
 
 from rsp_d2.analysis.compare import is_finished
 from rsp_d2.engine.run_lock import output_dir_lock
-from train_net_utils import REPO, SEMANTIC_TINY, results, run_python, same_numbers, train_net
+from support.tools import run_script
+from support.train_net import REPO, SEMANTIC_TINY, results, same_numbers, train_net
 
-KILL_AT = str(REPO / "tests" / "kill_at.py")
+KILL_AT = str(REPO / "tests" / "support" / "kill_at.py")
 
 
 def _one_error_line(output):
@@ -34,7 +35,7 @@ def _one_error_line(output):
 def test_stopped_run_leaves_no_result_and_resumes(semantic_run, synthetic_root, tmp_path, sig,
                                                   moment, arg, status, where):
     out = tmp_path / "run"
-    proc = run_python(KILL_AT, moment, arg, sig, "--", "--config-file", SEMANTIC_TINY,
+    proc = run_script(KILL_AT, moment, arg, sig, "--", "--config-file", SEMANTIC_TINY,
                       "OUTPUT_DIR", out, data_root=synthetic_root)
     assert proc.returncode == status, proc.stdout[-4000:]
     resume = f"{out}/model_0000002.pth" if moment == "iteration" else f"{out}/model_0000005.pth"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tool_utils import REPO
+from support.tools import REPO
 
 _WITHOUT_DETECTRON2 = textwrap.dedent("""
     import sys

@@ -18,8 +18,7 @@ from detectron2.solver import build_lr_scheduler
 
 from rsp_d2 import load_config
 from rsp_d2.data.mapper import build_semantic_augmentations
-from tool_utils import REPO, detectron2_tool
-from train_net_utils import run_python
+from support.tools import REPO, detectron2_tool, run_script
 
 LAZY = Path(REPO) / "configs" / "lazy"
 # configs/lazy/<name>.py is the twin of configs/<name>.yaml
@@ -218,7 +217,7 @@ def test_lazyconfig_train_net_trains_and_evaluates_the_demo(synthetic_root, tmp_
     evaluators, then --eval-only from the config.yaml and model_final.pth it saved."""
     script = detectron2_tool("lazyconfig_train_net.py", tmp_path)
     out = tmp_path / "out"
-    train = run_python(script, "--config-file", "configs/lazy/synthetic/rsp4_R18.py",
+    train = run_script(script, "--config-file", "configs/lazy/synthetic/rsp4_R18.py",
                        f"train.output_dir={out}", *TINY, data_root=synthetic_root)
     assert train.returncode == 0, train.stdout[-5000:]
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
@@ -233,7 +232,7 @@ def test_lazyconfig_train_net_trains_and_evaluates_the_demo(synthetic_root, tmp_
 
     # The saved config names rsp_d2's classes by their import paths: loading it needs nothing
     # but Detectron2, and it evaluates the trained weights to the same numbers.
-    evaluate = run_python(script, "--config-file", out / "config.yaml", "--eval-only",
+    evaluate = run_script(script, "--config-file", out / "config.yaml", "--eval-only",
                           f"train.init_checkpoint={out / 'model_final.pth'}",
                           data_root=synthetic_root)
     assert evaluate.returncode == 0, evaluate.stdout[-5000:]

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from tool_utils import call_main, run_tool
+from support.tools import call_main, run_script
 
 from rsp_d2.data.coco_panoptic_stuff import (
     convert_coco_root,
@@ -59,7 +59,7 @@ def _write_panoptic(coco_root, split, segments=SEGMENTS, plan=ID_PLAN, n_images=
 
 
 def _run_tool(*args, env=None):
-    return run_tool(TOOL, *args, env=env)
+    return run_script(TOOL, *args, env=env)
 
 
 def test_id_map_matches_detectron2_metadata():

@@ -11,7 +11,7 @@ import torch
 from rsp_d2.config import load_config
 from rsp_d2.engine import load_model
 from rsp_d2.utils.errors import InputError
-from tool_utils import REPO, run_tool
+from support.tools import REPO, run_script
 
 TOOL = os.path.join(REPO, "tools", "pretrain_backbone.py")
 DEMO = os.path.join(REPO, "configs", "synthetic", "rsp4_R18.yaml")
@@ -32,7 +32,7 @@ def test_pretrained_backbone_is_cached_and_starts_every_variant(synthetic_root, 
     out, data = tmp_path / "pretrain", tmp_path / "data"
     args = ["--output", out, "--data-root", data, "--benchmark-root", synthetic_root,
             "--num-train", 4, "--iters", 2, "--seed", 7]
-    proc = run_tool(TOOL, *args)
+    proc = run_script(TOOL, *args)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "none of the 8 benchmark val images is a pretraining image" in proc.stdout
     cache = out / "R18_synthetic_seed7.pth"
@@ -43,7 +43,7 @@ def test_pretrained_backbone_is_cached_and_starts_every_variant(synthetic_root, 
         model = load_model(load_config(DEMO, opts + ["MODEL.WEIGHTS", str(cache)]), strict=False)
         state = model.state_dict()
         assert all(torch.equal(state[k], v) for k, v in saved["model"].items())
-    again = run_tool(TOOL, *args)  # cached: nothing trained
+    again = run_script(TOOL, *args)  # cached: nothing trained
     assert again.returncode == 0 and again.stdout.strip() == f"cached: {cache}"
 
 

@@ -2,7 +2,7 @@
 on CPU) to the uninterrupted run of the same config and seed (the shared `semantic_run`: 6
 iterations, checkpoints after iterations 2 and 5).
 
-tests/kill_at.py makes each kill land at an exact moment; each resume must also clean the
+tests/support/kill_at.py makes each kill land at an exact moment; each resume must also clean the
 killed write's temporary file and drop the metrics.json records it writes again.
 """
 import re
@@ -10,10 +10,11 @@ import re
 import pytest
 import torch
 
-from train_net_utils import REPO, SEMANTIC_TINY, metrics, results, run_python, same_numbers, \
+from support.tools import run_script
+from support.train_net import REPO, SEMANTIC_TINY, metrics, results, same_numbers, \
     train_net
 
-KILL_AT = str(REPO / "tests" / "kill_at.py")
+KILL_AT = str(REPO / "tests" / "support" / "kill_at.py")
 
 
 def _weights(path):
@@ -21,8 +22,8 @@ def _weights(path):
 
 
 def _killed(moment, arg, opts, data_root):
-    """The output of train_net.py with `opts` until tests/kill_at.py kills it at `moment`."""
-    proc = run_python(KILL_AT, moment, arg, "--", "--config-file", SEMANTIC_TINY, *opts,
+    """The output of train_net.py with `opts` until tests/support/kill_at.py kills it at `moment`."""
+    proc = run_script(KILL_AT, moment, arg, "--", "--config-file", SEMANTIC_TINY, *opts,
                       data_root=data_root)
     assert proc.returncode == -9, proc.stdout[-4000:]
     return proc.stdout

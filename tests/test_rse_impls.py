@@ -1,5 +1,5 @@
 """The fast rse_attention implementations ("cpp", "chunked", "triton", "flex") against the reference
-and against the loop definition (tests/rse_loops.py), outputs and gradients.
+and against the loop definition (tests/support/rse_loops.py), outputs and gradients.
 
 rse_loops builds its logits from Python floats, so only value's gradient flows through it;
 the gradients for query, key and pos are checked against the reference's autograd in float64
@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rse_loops import rse_loops
+from support.rse_loops import rse_loops
 from rsp_d2.layers import RelationalSemanticsExtractor, rse, rse_attention
 from rsp_d2.layers import rse_backends, rse_chunked, rse_cpp
 from rsp_d2.layers.rse_chunked import rse_attention_chunked

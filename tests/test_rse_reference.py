@@ -4,7 +4,7 @@ import itertools
 import pytest
 import torch
 
-from rse_loops import rse_loops
+from support.rse_loops import rse_loops
 from rsp_d2.layers import (
     FUSIONS,
     ContextFusion,

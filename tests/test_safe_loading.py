@@ -15,7 +15,7 @@ import torch
 
 from rsp_d2.config import load_config
 from rsp_d2.engine import cli, load_model
-from tool_utils import assert_clear_error, call_main
+from support.tools import assert_clear_error, call_main
 
 
 class _Payload:

@@ -13,8 +13,8 @@ from detectron2.modeling import build_model
 from rsp_d2 import load_config
 from rsp_d2.data.mapper import RSPSemanticDatasetMapper
 from rsp_d2.engine import RSPDataMixin, build_recipe_train_loader
-from tool_utils import detectron2_tool
-from train_net_utils import SEMANTIC_TINY, run_python
+from support.tools import detectron2_tool, run_script
+from support.train_net import SEMANTIC_TINY
 
 WARNING = "but this run's training loader is not rsp_d2's"
 STOCK_MAPPER = "[DatasetMapper] Augmentations used in training"
@@ -112,7 +112,7 @@ def test_detectron2_train_net(synthetic_root, tmp_path, with_mixin):
     stock, it trains with DatasetMapper and warns; with the mixin, it does not use DatasetMapper
     and does not warn."""
     script = _stock_train_net(tmp_path, with_mixin)
-    proc = run_python(script, "--config-file", SEMANTIC_TINY, "SOLVER.MAX_ITER", "2",
+    proc = run_script(script, "--config-file", SEMANTIC_TINY, "SOLVER.MAX_ITER", "2",
                       "DATASETS.TEST", "()", "OUTPUT_DIR", tmp_path / "out",
                       data_root=synthetic_root)
     assert proc.returncode == 0, proc.stdout[-5000:]

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from run_once import run_once
-from tool_utils import call_main, run_tool
+from support.run_once import run_once
+from support.tools import call_main, run_script
 
 from rsp_d2.data.synthetic.publish import MARKER_NAME
 from rsp_d2.data.coco_panoptic_stuff import semantic_id_map
@@ -443,7 +443,7 @@ def test_cli(tmp_path):
     tool = os.path.join(REPO, "tools", "make_synthetic_datasets.py")
     cmd = [tool, "--root", str(tmp_path), "--only", "coco"]
     cmd += ["--num-train", "1", "--num-val", "1", "--seed", "3"]
-    first = run_tool(*cmd)
+    first = run_script(*cmd)
     assert first.returncode == 0, first.stderr
     assert "generated" in first.stdout and not (tmp_path / "cityscapes").exists()
     # the entry point ran above; these two in-process

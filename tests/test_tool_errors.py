@@ -14,8 +14,8 @@ import stat
 import pytest
 import torch
 
-from tool_utils import call_main
-from train_net_utils import SEMANTIC_TINY
+from support.tools import call_main
+from support.train_net import SEMANTIC_TINY
 
 from rsp_d2.utils.errors import InputError
 from rsp_d2.utils.paths import check_output_dir, check_output_file

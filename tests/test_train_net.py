@@ -1,7 +1,7 @@
 """train_net.py end to end on the synthetic datasets: both tasks through the real evaluators,
 eval-only, two processes and two "machines" on CPU, failures.
 
-Each run is a subprocess (see train_net_utils) of a tiny model for a few iterations.
+Each run is a subprocess (see tests/support/train_net.py) of a tiny model for a few iterations.
 """
 import json
 import math
@@ -12,7 +12,7 @@ import subprocess
 import pytest
 import torch
 
-from train_net_utils import (
+from support.train_net import (
     PANOPTIC_TINY,
     REPO,
     SEMANTIC_TINY,

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from rsp_d2.engine import cli
-from train_net_utils import REPO, SEMANTIC_TINY, train_net
+from support.train_net import REPO, SEMANTIC_TINY, train_net
 
 FUSON = "MODEL.SEM_SEG_HEAD.RSP.FUSON"
 

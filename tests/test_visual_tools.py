@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tool_utils import IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, call_main
+from support.tools import IMAGE_SIZE, REPO, assert_clear_error, assert_ok, assert_png, call_main
 
 
 def test_figures_have_the_promised_pixel_size(tmp_path):

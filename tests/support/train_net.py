@@ -1,64 +1,29 @@
-"""Running train_net.py in subprocesses for the tests.
+"""train_net.py's runs for the tests, and what they leave: results, metrics.
 
 Detectron2 binds its builtin dataset names to $DETECTRON2_DATASETS when ``detectron2.data`` is
-first imported, so every run on the synthetic data is a process of its own with it set: forked
-from a warm interpreter (tests/fork_server.py), or a fresh one for the runs that spawn
-processes themselves.
+first imported, so every run on the synthetic data is a process of its own with it set
+(:func:`support.tools.run_script` with ``data_root``).
 """
 import json
 import math
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import fork_server
+from . import fork_server
+from .tools import run_script
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRAIN_NET = str(REPO / "train_net.py")
 SEMANTIC_TINY = "tests/configs/rsp4_R18_tiny.yaml"
 PANOPTIC_TINY = "tests/configs/panoptic_rsp4_tiny.yaml"
 TIMEOUT_S = fork_server.TIMEOUT_S
 
 
-def env_for(data_root, threads=None):
-    """Environment of a run on `data_root`: CPU only (on a GPU machine the gloo/NCCL choice of
-    Detectron2's launch would differ), loopback only, `threads` intra-op threads."""
-    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), CUDA_VISIBLE_DEVICES="",
-               GLOO_SOCKET_IFNAME="lo")
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
-    return env
-
-
-def command(*args):
-    return [sys.executable, TRAIN_NET, *map(str, args)]
-
-
-def _starts_processes(args):
-    """Whether train_net.py `args` launch more than one process (Detectron2's launch)."""
-    args = list(map(str, args))
-    return any(a in ("--num-gpus", "--num-machines") and b != "1" for a, b in zip(args, args[1:]))
-
-
-def run_python(script, *args, data_root, threads=None):
-    """``python SCRIPT ARGS...`` with the environment of `env_for(data_root, threads)`: a
-    CompletedProcess, stdout and stderr merged. Forked from a warm interpreter
-    (tests/fork_server.py) unless it launches processes of its own."""
-    env = env_for(data_root, threads)
-    if _starts_processes(args):
-        return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=TIMEOUT_S)
-    return fork_server.run_python(script, *args, env=env, merge_output=True)
-
-
 def train_net(*args, data_root, threads=None, expect_ok=True):
     """Run ``train_net.py *args``; returns the CompletedProcess (stdout and stderr merged)."""
-    proc = run_python(TRAIN_NET, *args, data_root=data_root, threads=threads)
+    proc = run_script(TRAIN_NET, *args, data_root=data_root, threads=threads)
     if expect_ok and proc.returncode != 0:
         pytest.fail(f"train_net.py {' '.join(map(str, args))} exited {proc.returncode}:\n"
                     f"{proc.stdout[-8000:]}")

@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fork_server import run_python
+from .fork_server import TIMEOUT_S, run_python
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Detectron2's upstream source: tools/ is not in the wheels (CI: .ci/run's DETECTRON2_SRC)
 VENDORED = Path(REPO).parent / "shared" / "vendor" / "detectron2-02b5c4e2.tar.gz"
 IMAGE_SIZE = (256, 512)  # (height, width) of the synthetic Cityscapes images
@@ -58,19 +58,53 @@ def make_tiny(directory, name, base):
     return cfg_path, os.path.join(directory, f"{name}.pth")
 
 
-def run_tool(script, *args, env=None):
-    """``python script *args`` in the repository root, a process of its own (forked from a warm
-    interpreter: tests/fork_server.py) with stdout and stderr captured: a CompletedProcess."""
-    return run_python(os.path.join(REPO, script), *args, env=env)
+def env_for(data_root, threads=None, env=None):
+    """Environment of a run on the synthetic datasets in `data_root` (based on `env`, default
+    this process's): CPU only (on a GPU machine the gloo/NCCL choice of Detectron2's launch
+    would differ), loopback only, `threads` intra-op threads."""
+    env = dict(os.environ if env is None else env, DETECTRON2_DATASETS=str(data_root),
+               CUDA_VISIBLE_DEVICES="", GLOO_SOCKET_IFNAME="lo")
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def _starts_processes(args):
+    """Whether `args` launch more than one process (Detectron2's launch)."""
+    args = list(map(str, args))
+    return any(a in ("--num-gpus", "--num-machines") and b != "1" for a, b in zip(args, args[1:]))
+
+
+def run_script(script, *args, data_root=None, threads=None, env=None):
+    """``python SCRIPT ARGS...`` in the repository root (SCRIPT absolute or relative to it), a
+    process of its own with its output captured: a CompletedProcess. The one way the tests run
+    a script in a fresh process; :func:`call_main` runs one in this process.
+
+    Forked from a warm interpreter (tests/support/fork_server.py), or started fresh when it
+    launches processes of its own (``--num-gpus N``). `env` defaults to this process's. With
+    `data_root`, a run on those synthetic datasets (:func:`env_for`, `threads` intra-op
+    threads) with stderr merged into stdout, the order Detectron2's log is read in.
+    """
+    script = os.path.join(REPO, str(script))
+    if data_root is not None:
+        env = env_for(data_root, threads, env)
+    merge = data_root is not None
+    if _starts_processes(args):
+        return subprocess.run([sys.executable, script, *map(str, args)], cwd=REPO,
+                              env=dict(os.environ if env is None else env),
+                              stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT if merge else subprocess.PIPE, text=True,
+                              timeout=TIMEOUT_S)
+    return run_python(script, *args, env=env, merge_output=merge)
 
 
 def call_main(script, *args):
     """``python script *args`` run in this process: the script's ``main(argv)``, with its stdout
-    and stderr captured, as a CompletedProcess like :func:`run_tool`'s.
+    and stderr captured, as a CompletedProcess like :func:`run_script`'s.
 
     For the tests of what a tool refuses: a process of its own costs imports, and the refusal
     happens in ``main``. The ``if __name__ == "__main__"`` line is covered by each tool's test
-    in a process of its own (:func:`run_tool`, or docs/make_figures.sh). Not for runs on the
+    in a process of its own (:func:`run_script`, or docs/make_figures.sh). Not for runs on the
     synthetic datasets (``DETECTRON2_DATASETS`` is read once per interpreter), nor for checking
     what a tool logs: Detectron2's ``setup_logger`` is cached, so its handler keeps the stdout
     of the first call.
@@ -78,7 +112,7 @@ def call_main(script, *args):
     module = _script_module(script)
     out, err = io.StringIO(), io.StringIO()
     cwd = os.getcwd()
-    os.chdir(REPO)  # where run_tool runs, for the relative paths in args
+    os.chdir(REPO)  # where run_script runs, for the relative paths in args
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = module.main([str(a) for a in args])

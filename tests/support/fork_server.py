@@ -35,7 +35,7 @@ import tempfile
 import threading
 import traceback
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT_S = 900  # a hung run must fail its test, not the CI job
 _DRAIN_S = 60  # for the answer of a run killed on its timeout
 _CLOSE_S = 60  # for the server to end (after its current run) once its stdin is closed

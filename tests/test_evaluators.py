@@ -1,6 +1,7 @@
-"""In-process tests of rsp_d2.engine: evaluator selection, the official Cityscapes evaluator,
-atomic checkpoints, the dataset check. Datasets are registered here under test-only names,
-pointing at the synthetic files, so DETECTRON2_DATASETS plays no part."""
+"""rsp_d2.evaluation in-process: the evaluators chosen per dataset type, the official Cityscapes
+evaluator (scores like Detectron2's, refuses unpaired or mis-sized ground truth, keeps nothing
+on disk), the paired COCO panoptic evaluator. Datasets are registered here under test-only
+names, pointing at the synthetic files, so DETECTRON2_DATASETS plays no part."""
 import glob
 import json
 import os
@@ -20,7 +21,6 @@ from detectron2.evaluation.cityscapes_evaluation import CityscapesEvaluator
 
 from rsp_d2 import add_rsp_config
 from rsp_d2.data.mapper import DatasetRecordError
-from rsp_d2.engine import AtomicDetectionCheckpointer, DatasetNotFoundError, check_datasets
 from rsp_d2.evaluation import (CityscapesOfficialSemSegEvaluator, PairedCOCOPanopticEvaluator,
                                build_evaluator)
 
@@ -223,69 +223,3 @@ def test_panoptic_evaluator_refuses_an_image_without_annotation(synthetic_root, 
 def test_cityscapes_type_gets_both_evaluators(cityscapes_val, tmp_path):
     evaluators = build_evaluator(_cfg(), cityscapes_val[0], str(tmp_path))._evaluators
     assert [type(e) for e in evaluators] == [CityscapesOfficialSemSegEvaluator, SemSegEvaluator]
-
-
-def test_check_datasets_names_missing_paths_and_env(tmp_path, monkeypatch):
-    missing = str(tmp_path / "nowhere" / "leftImg8bit")
-    name = _register("sem_seg", image_dir=missing, gt_dir=str(tmp_path))
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "nowhere"))
-    with pytest.raises(DatasetNotFoundError) as e:
-        check_datasets([name, "rsp_test_not_registered"])
-    message = str(e.value)
-    assert missing in message and "DETECTRON2_DATASETS" in message
-    assert "'rsp_test_not_registered' is not registered" in message
-    assert str(tmp_path) + " does not exist" not in message  # gt_dir exists
-    check_datasets([_register("sem_seg", image_dir=str(tmp_path))])  # all there: no error
-
-
-class _Exploding:
-    """A checkpointable whose state cannot be pickled: torch.save fails half-way."""
-
-    def state_dict(self):
-        return {"fine": torch.zeros(1000), "bad": lambda: None}
-
-    def load_state_dict(self, state):
-        pass
-
-
-def test_checkpoint_write_is_atomic(tmp_path):
-    model = torch.nn.Linear(3, 2)
-    checkpointer = AtomicDetectionCheckpointer(model, str(tmp_path))
-    checkpointer.save("model_0000001")
-    good = torch.load(tmp_path / "model_0000001.pth", weights_only=True)
-    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
-
-    with torch.no_grad():
-        model.weight.fill_(7.0)
-    failing = AtomicDetectionCheckpointer(model, str(tmp_path), extra=_Exploding())
-    with pytest.raises(Exception):
-        failing.save("model_0000001")  # overwrite attempt dies inside torch.save
-    with pytest.raises(Exception):
-        failing.save("model_0000002")
-    # the old checkpoint is intact, no partial new one, no temporary files, tag unchanged
-    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
-    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
-    reloaded = torch.load(tmp_path / "model_0000001.pth", weights_only=True)
-    torch.testing.assert_close(reloaded["model"], good["model"])
-
-    checkpointer.save("model_0000002")
-    assert (tmp_path / "last_checkpoint").read_text() == "model_0000002.pth"
-    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000002.pth")
-
-
-def test_a_finished_process_closes_its_process_groups(tmp_path):
-    """main() ends each process of a distributed job by destroying its process groups: left to
-    interpreter exit, Gloo's threads can abort a complete run (SIGABRT)."""
-    import torch.distributed as dist
-
-    from rsp_d2.engine.launcher import _close_process_groups
-
-    _close_process_groups()  # not distributed: nothing to do
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1)
-    try:
-        _close_process_groups()
-        assert not dist.is_initialized()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""``python tests/kill_at.py MOMENT ARG [SIGNAL] -- TRAIN_NET_ARGS...``: train_net.py, sent
+"""``python tests/support/kill_at.py MOMENT ARG [SIGNAL] -- TRAIN_NET_ARGS...``: train_net.py, sent
 SIGNAL (default SIGKILL; SIGINT as Ctrl-C, SIGTERM) by itself at a chosen moment, so that the
 kill-and-resume tests are deterministic:
 
@@ -53,5 +53,5 @@ if __name__ == "__main__":
     {"iteration": lambda: _kill_in_iteration(int(arg)), "write": lambda: _kill_in_write(arg)}[
         moment]()
     sys.argv = ["train_net.py", *train_args]
-    runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "train_net.py"),
+    runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "..", "train_net.py"),
                    run_name="__main__")
