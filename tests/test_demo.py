@@ -1,12 +1,11 @@
 """tools/train_demo.py (`make demo`) and the demo configs."""
 import re
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from rsp_d2.engine import load_cfg
+from rsp_d2 import load_config
 from support.tools import run_script
 from support.train_net import PANOPTIC_TINY, REPO, SEMANTIC_TINY, results
 
@@ -15,7 +14,7 @@ DEMO_CONFIG = "configs/synthetic/rsp4_R18.yaml"
 
 @pytest.mark.parametrize("config", [DEMO_CONFIG, SEMANTIC_TINY, PANOPTIC_TINY])
 def test_demo_configs_select_cpu_no_weights_r18_and_rsp4(config):
-    cfg = load_cfg(SimpleNamespace(config_file=str(REPO / config), opts=[]))
+    cfg = load_config(str(REPO / config))
     assert cfg.MODEL.DEVICE == "cpu" and cfg.MODEL.WEIGHTS == ""
     assert cfg.MODEL.RESNETS.DEPTH == 18 and cfg.MODEL.RESNETS.NORM != "FrozenBN"
     assert cfg.MODEL.BACKBONE.NAME == "build_resnet_fpn_p2p7_backbone"
@@ -24,7 +23,7 @@ def test_demo_configs_select_cpu_no_weights_r18_and_rsp4(config):
 
 
 def test_demo_config_keeps_the_cityscapes_recipe():
-    cfg = load_cfg(SimpleNamespace(config_file=str(REPO / DEMO_CONFIG), opts=[]))
+    cfg = load_config(str(REPO / DEMO_CONFIG))
     assert cfg.INPUT.DATASET_MAPPER_NAME == "rsp_semantic"
     assert cfg.INPUT.COLOR_AUG_SSD and cfg.INPUT.RANDOM_FLIP == "horizontal"
     assert cfg.INPUT.CROP.ENABLED and cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA < 1.0

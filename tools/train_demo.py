@@ -55,7 +55,8 @@ def _run(args, data_root, start):
     check_output_dir(args.output_dir, "--output-dir")
 
     from rsp_d2.data.synthetic import generate_datasets
-    from rsp_d2.engine import argument_parser, load_cfg, run
+    from rsp_d2.config import load_config
+    from rsp_d2.engine import argument_parser, run
     from rsp_d2.evaluation.report import format_semantic_results
     from rsp_d2.visualization.overlays import save_overlays
 
@@ -70,7 +71,7 @@ def _run(args, data_root, start):
     run(train_args)
 
     print("[3/4] evaluation (after the last iteration)", flush=True)
-    cfg = load_cfg(train_args)
+    cfg = load_config(train_args.config_file, train_args.opts or [])
     with open(os.path.join(cfg.OUTPUT_DIR, "inference", "results.json")) as f:
         results = json.load(f)
     from detectron2.data import MetadataCatalog

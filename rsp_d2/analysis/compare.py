@@ -200,14 +200,15 @@ def _worker(argv: Sequence[str]) -> int:
     """``python -m rsp_d2.analysis.compare --relation-images N TRAIN_NET_ARGS``: what
     train_net.py does, then the relation scores of the final model (of N val images; none for
     N = 0). ``--score-only N``: the scores alone, of a finished run."""
-    from ..engine import argument_parser, load_cfg, run
+    from ..config import load_config
+    from ..engine import argument_parser, run
 
     mode, relation_images, argv = argv[0], int(argv[1]), list(argv[2:])
     args = argument_parser().parse_args(argv)
     try:
         if mode != "--score-only":
             run(args)
-        cfg = load_cfg(args)
+        cfg = load_config(args.config_file, args.opts or [])
         if relation_images > 0:
             cfg.defrost()
             cfg.MODEL.WEIGHTS = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")

@@ -93,10 +93,10 @@ def how_to_continue(args) -> str:
 
 
 def _output_dir(args) -> Optional[str]:
-    from .launcher import load_cfg
+    from ..config import load_config
 
     try:
-        return load_cfg(args).OUTPUT_DIR
+        return load_config(args.config_file, args.opts or []).OUTPUT_DIR
     except Exception:  # noqa: BLE001 - the config itself is what failed
         return None
 

@@ -18,7 +18,7 @@ from .preflight import checkpoint_to_load, preflight
 from .run_lock import output_dir_lock
 from .trainer import RSPTrainer
 
-__all__ = ["argument_parser", "cli", "load_cfg", "main", "run", "setup"]
+__all__ = ["argument_parser", "cli", "main", "run", "setup"]
 
 
 
@@ -35,14 +35,9 @@ def argument_parser() -> argparse.ArgumentParser:
         "Builtin datasets (cityscapes_*, coco_*) are read under $DETECTRON2_DATASETS."))
 
 
-def load_cfg(args):
-    """The frozen config of `args` (config file + overrides, RSP keys added first)."""
-    return load_config(args.config_file, args.opts or [])
-
-
 def setup(args):
     """The config of `args`, with Detectron2's logging, seeding and config dump."""
-    cfg = load_cfg(args)
+    cfg = load_config(args.config_file, args.opts or [])
     default_setup(cfg, args)
     # default_setup configures the "detectron2" and "fvcore" loggers only
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="rsp_d2")
