@@ -19,7 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from support.rse_loops import rse_loops
 from rsp_d2.layers import RelationalSemanticsExtractor, rse, rse_attention
-from rsp_d2.layers import rse_backends, rse_chunked, rse_cpp
+from rsp_d2.layers import rse_backends, rse_chunked, rse_cpp, rse_registry
 from rsp_d2.layers.rse_chunked import rse_attention_chunked
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT, rse_attention_cpp
 from rsp_d2.layers.rse_export import rse_attention_export
@@ -335,24 +335,24 @@ def test_no_unfolded_tensor_created_forward_or_backward(impl):
 def _auto_calls(monkeypatch, dtype):
     """{impl: [dtype]} of the implementations impl="auto" called for one CPU call."""
     calls = {}
-    order = rse.rse_impl_names()
-    originals = [rse.get_rse_impl(name) for name in ("cpp", "chunked", "reference")]
+    order = rse_registry.rse_impl_names()
+    originals = [rse_registry.get_rse_impl(name) for name in ("cpp", "chunked", "reference")]
     for impl in originals:
         def spy(*args, _fn=impl.fn, _name=impl.name):
             calls.setdefault(_name, []).append(args[0].dtype)
             return _fn(*args)
 
-        rse.register_rse_impl(dataclasses.replace(impl, fn=spy))  # replaced where it stands
+        rse_registry.register_rse_impl(dataclasses.replace(impl, fn=spy))  # replaced where it stands
     try:
         q, k, v, p = _inputs(1, 4, 4, 5, 6, 3, True, dtype)
         rse_attention(q, k, v, p, 3, impl="auto")
     finally:
         for impl in originals:  # exactly as they were: later tests trace "reference"
-            rse.register_rse_impl(impl)
-    assert [rse.get_rse_impl(impl.name) for impl in originals] == originals
-    assert rse.rse_impl_names() == order
+            rse_registry.register_rse_impl(impl)
+    assert [rse_registry.get_rse_impl(impl.name) for impl in originals] == originals
+    assert rse_registry.rse_impl_names() == order
     # triton imports here, but must not be chosen (nor runnable) for CPU tensors.
-    assert "triton" in rse.rse_impl_names() and "triton" not in rse.available_rse_impls(q)
+    assert "triton" in rse_registry.rse_impl_names() and "triton" not in rse_registry.available_rse_impls(q)
     return calls
 
 
@@ -418,8 +418,8 @@ def test_auto_order_is_declared_once_and_unchanged(device, dtype):
         ("triton", HAS_TRITON and cuda and dtype != torch.float64), ("flex", HAS_FLEX and cuda),
         ("cpp", HAS_CPP_EXT and cpu), ("chunked", True), ("export", True),
         ("reference", True)) if ok]
-    assert rse.available_rse_impls(q) == before
-    assert rse_backends.AUTO_ORDER == tuple(rse.rse_impl_names()) == (
+    assert rse_registry.available_rse_impls(q) == before
+    assert rse_backends.AUTO_ORDER == tuple(rse_registry.rse_impl_names()) == (
         "triton", "flex", "cpp", "chunked", "export", "reference")
 
 
@@ -427,56 +427,56 @@ def test_every_implementation_is_a_module_record():
     # One way to register: module rse_<name>.py holds the record IMPL, rse_backends lists it;
     # the modules register nothing themselves and check no inputs (rse_attention did; only
     # rse_reference hosts a public entry of its own, rse_relation_weights).
-    for impl in rse.rse_impls():
+    for impl in rse_registry.rse_impls():
         module = importlib.import_module(f"rsp_d2.layers.rse_{impl.name}")
         assert module.IMPL is impl and "register_rse_impl" not in vars(module)
         checks = {"check_rse_inputs", "check_rse_tensors"} & set(vars(module))
         assert impl.name == "reference" or not checks, impl.name
-    assert [i.name for i in rse.rse_impls() if i.trusted] == ["chunked", "reference"]
-    assert [i.name for i in rse.rse_impls() if i.exportable] == ["export", "reference"]
+    assert [i.name for i in rse_registry.rse_impls() if i.trusted] == ["chunked", "reference"]
+    assert [i.name for i in rse_registry.rse_impls() if i.exportable] == ["export", "reference"]
 
 
 def test_unavailable_impl_says_why():
     q = _inputs(1, 4, 4, 5, 6, 3, False)[0]
-    flex = rse.get_rse_impl("flex")
+    flex = rse_registry.get_rse_impl("flex")
     assert flex.why_not(q) == ("it runs on cuda tensors only" if HAS_FLEX else
                                f"torch {torch.__version__} has no torch.nn.attention."
                                "flex_attention (needs >= 2.5)")
     with pytest.raises(ValueError, match=r"impl 'flex' cannot run torch.float32 on cpu: .*; "
                                          r"available there: \['"):
         rse_attention(q, q, q, None, 3, impl="flex")
-    assert rse.get_rse_impl("triton").why_not(_Probe("cuda", torch.float64)) in (
+    assert rse_registry.get_rse_impl("triton").why_not(_Probe("cuda", torch.float64)) in (
         "it runs float16, bfloat16, float32 only", "the `triton` package is not installed")
 
 
 def test_register_before_replace_and_unregister():
-    order = rse.rse_impl_names()
-    extra = rse.RSEImpl("throwaway", rse_attention_chunked, devices=("cpu",))
+    order = rse_registry.rse_impl_names()
+    extra = rse_registry.RSEImpl("throwaway", rse_attention_chunked, devices=("cpu",))
     try:
-        assert rse.register_rse_impl(extra, before="chunked") is extra
-        assert rse.rse_impl_names() == order[:order.index("chunked")] + ["throwaway"] + \
+        assert rse_registry.register_rse_impl(extra, before="chunked") is extra
+        assert rse_registry.rse_impl_names() == order[:order.index("chunked")] + ["throwaway"] + \
             order[order.index("chunked"):]
         replaced = dataclasses.replace(extra, exportable=True)
-        rse.register_rse_impl(replaced)  # in place
-        assert rse.get_rse_impl("throwaway") is replaced
-        assert rse.rse_impl_names().index("throwaway") == order.index("chunked")
+        rse_registry.register_rse_impl(replaced)  # in place
+        assert rse_registry.get_rse_impl("throwaway") is replaced
+        assert rse_registry.rse_impl_names().index("throwaway") == order.index("chunked")
         with pytest.raises(ValueError, match="unknown impl 'nowhere'"):
-            rse.register_rse_impl(extra, before="nowhere")
+            rse_registry.register_rse_impl(extra, before="nowhere")
     finally:
-        rse.unregister_rse_impl("throwaway")
-    assert rse.rse_impl_names() == order
+        rse_registry.unregister_rse_impl("throwaway")
+    assert rse_registry.rse_impl_names() == order
 
 
 def test_deprecated_priority_registration_lands_where_its_number_put_it():
-    order = rse.rse_impl_names()
+    order = rse_registry.rse_impl_names()
     try:
         with pytest.deprecated_call():
-            rse.register_rse_impl("legacy", rse_attention_chunked,
+            rse_registry.register_rse_impl("legacy", rse_attention_chunked,
                                   lambda q: q.device.type == "cpu", 35)
-        assert rse.rse_impl_names().index("legacy") == order.index("chunked")  # 30 < 35 < 40
-        assert rse.get_rse_impl("legacy").why_not(_Probe("cuda", torch.float32))
+        assert rse_registry.rse_impl_names().index("legacy") == order.index("chunked")  # 30 < 35 < 40
+        assert rse_registry.get_rse_impl("legacy").why_not(_Probe("cuda", torch.float32))
     finally:
-        rse.unregister_rse_impl("legacy")
+        rse_registry.unregister_rse_impl("legacy")
 
 
 def test_arguments_are_checked_once(monkeypatch):

@@ -13,7 +13,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 from ..config import load_config
-from ..layers.rse import get_rse_impl
+from ..layers.rse_registry import get_rse_impl
 from ..utils.errors import InputError
 from ..utils.paths import check_output_dir
 from .checkpoint import (AtomicDetectionCheckpointer, check_checkpoint, local_checkpoint,

@@ -4,20 +4,17 @@ The relation: ``rse_attention`` (rse.py) checks its arguments once (rse_checks.p
 implementation of the registry (rse_registry.py), filled in ``impl="auto"`` order by
 rse_backends.py from the ``rse_<name>.py`` modules. The fusions: fusion.py, one module each.
 """
-from .rse import (
+from .rse import rse_attention, run_rse
+from .rse_checks import RSEWindow, check_rse_inputs
+from .rse_common import is_exporting
+from .rse_reference import relative_position_map, rse_relation_weights
+from .rse_registry import (
     RSEImpl,
-    RSEWindow,
     available_rse_impls,
-    check_rse_inputs,
     get_rse_impl,
-    is_exporting,
     register_rse_impl,
-    relative_position_map,
-    rse_attention,
     rse_impl_names,
     rse_impls,
-    rse_relation_weights,
-    run_rse,
     unregister_rse_impl,
 )
 from .rse_checks import InvalidArgument

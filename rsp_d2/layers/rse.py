@@ -10,31 +10,13 @@ from typing import Optional
 
 import torch
 
-from .rse_backends import AUTO_ORDER  # noqa: F401  (importing it registers the implementations)
-from .rse_checks import RSEWindow, check_rse_inputs, check_rse_tensors
+from . import rse_backends  # noqa: F401  (importing it registers the implementations)
+from .rse_checks import RSEWindow, check_rse_tensors
 from .rse_common import is_exporting
-from .rse_reference import relative_position_map, rse_relation_weights
-from .rse_registry import (RSEImpl, available_rse_impls, get_rse_impl, register_rse_impl,
-                           rse_impl_names, rse_impls, unregister_rse_impl)
+from .rse_registry import RSEImpl, available_rse_impls, get_rse_impl, rse_impls
 from .rse_selfcheck import choose_checked_impl
 
-__all__ = [
-    "rse_attention",
-    "run_rse",
-    # Defined next door, importable from here as before:
-    "RSEImpl",
-    "RSEWindow",
-    "rse_relation_weights",
-    "relative_position_map",
-    "check_rse_inputs",
-    "register_rse_impl",
-    "unregister_rse_impl",
-    "get_rse_impl",
-    "rse_impls",
-    "rse_impl_names",
-    "available_rse_impls",
-    "is_exporting",
-]
+__all__ = ["rse_attention", "run_rse"]
 
 logger = logging.getLogger(__name__)
 
