@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the README pictures in docs/images/ from the demo's trained RSP-4 (`make demo`).
+# Regenerate the pictures of the README and docs/GETTING_STARTED.md in docs/images/ from the demo's trained RSP-4 (`make demo`).
 #
 #   bash docs/make_figures.sh [RUN_DIR] [BASELINE_RUN_DIR]
 #
@@ -60,6 +60,6 @@ fi
 for f in "$OUT"/*.png "$OUT"/*.jpg; do
     [ -f "$f" ] || continue
     size=$(stat -c %s "$f")
-    [ "$size" -lt "$MAX_BYTES" ] || fail "$f is $size bytes (README pictures stay under $MAX_BYTES)"
+    [ "$size" -lt "$MAX_BYTES" ] || fail "$f is $size bytes (pictures stay under $MAX_BYTES)"
     echo "$f: $size bytes"
 done

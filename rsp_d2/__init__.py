@@ -20,5 +20,5 @@ else:
     def __getattr__(name):
         if name in ("add_rsp_config", "load_config"):
             raise ImportError(f"rsp_d2.{name} needs Detectron2, which is not installed; only "
-                              "rsp_d2.layers works without it (see the README's install section)")
+                              "rsp_d2.layers works without it (see docs/INSTALL.md)")
         raise AttributeError(f"module 'rsp_d2' has no attribute {name!r}")

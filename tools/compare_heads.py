@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare heads over seeds, the paper's protocol (median and std of 5 random runs).
 
-    # the README's miniature benchmark (CPU, synthetic Cityscapes)
+    # the miniature benchmark of docs/MODEL_ZOO.md (CPU, synthetic Cityscapes)
     python tools/make_synthetic_datasets.py --root datasets/synthetic_cmp --only cityscapes \
         --num-train 24 --num-val 64
     python tools/compare_heads.py --preset mini --seeds 0 1 2 --output output/compare_mini \

@@ -49,7 +49,7 @@ PRESETS = {
     "table6": [(n, f"{_AB}/t6_{n}.yaml", []) for n in
                ("baseline", "q6q7", "rsp76", "rsp76_65", "rsp76_65_54", "rsp_x4", "rsp43",
                 "rsp54_43", "rsp65_54_43")],
-    # The same rows in miniature, CPU, synthetic Cityscapes (the README's benchmark).
+    # The same rows in miniature, CPU, synthetic Cityscapes (docs/MODEL_ZOO.md's benchmark).
     "mini": [(n, _DEMO, _MINI_SCHEDULE + _MINI_EVAL + opts) for n, opts in [
         ("sum", _Q2_Q5 + _fusion("sum", "sum", "sum")),
         ("semantic_fpn", _Q2_Q5 + ["MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead"]),

@@ -51,7 +51,7 @@ class SemanticSegmentationAdapter(nn.Module):
         if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
             raise ValueError(f"SemanticSegmentationAdapter: image must be (3, H, W) or "
                              f"(1, 3, H, W), got {tuple(image.shape)}")
-        h, w = int(image.shape[2]), int(image.shape[3])
+        h, w = image.shape[2], image.shape[3]  # traced values while tracing: dynamic
         d = self.size_divisibility
         padded_h, padded_w = h + -h % d, w + -w % d
         if padded_h <= d and padded_w <= d:

@@ -27,7 +27,10 @@ softmax, weighted sum; one (N, C, H, W) product per offset at a time.
 
 ``rse_attention`` switches to this implementation by itself while tracing, scripting or
 exporting (whatever ``impl`` says), so a model built with ``impl="cpp"`` or ``"triton"`` exports
-all the same.
+all the same. Every size-dependent quantity (pads, gather indices, border masks) is computed
+from the inputs' shapes with tensor ops, never as Python ints or numpy constants: a traced
+graph follows the input's height and width (dynamic axes in ONNX); only what depends on
+kernel_size alone (the window mask and positional index of the halo form) is a constant.
 """
 import functools
 from typing import List, Optional
@@ -41,7 +44,7 @@ from .rse_registry import RSEImpl
 __all__ = ["rse_attention_export", "IMPL"]
 
 
-def _windows(padded: torch.Tensor, h: int, w: int, kernel_size: int, dilation: int) -> List[torch.Tensor]:
+def _windows(padded: torch.Tensor, h, w, kernel_size: int, dilation: int) -> List[torch.Tensor]:
     """The k*k windows of a map padded by r*dilation on each side, in row-major offset order
     (the row order of `pos`): element o is the map shifted by offset o, shape (..., H, W).
     Rows are sliced once per window row: exporters add one Slice node per slice, and the
@@ -53,16 +56,12 @@ def _windows(padded: torch.Tensor, h: int, w: int, kernel_size: int, dilation: i
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _inside_mask(h: int, w: int, kernel_size: int, dilation: int) -> np.ndarray:
-    """(1, 1, k*k, H, W) bool, True where offset o of pixel (i, j) lies on the map. A numpy
-    array, so that a trace records it as one constant rather than as the ops building it."""
-    r = kernel_size // 2
-    ii, jj = np.arange(h)[:, None], np.arange(w)[None, :]
-    rows = [(0 <= ii + dy * dilation) & (ii + dy * dilation < h) for dy in range(-r, r + 1)]
-    cols = [(0 <= jj + dx * dilation) & (jj + dx * dilation < w) for dx in range(-r, r + 1)]
-    return np.stack([ry & cx for ry in rows for cx in cols])[None, None]
-
+def _inside_mask(like: torch.Tensor, h, w, kernel_size: int, dilation: int) -> torch.Tensor:
+    """(1, 1, k*k, H, W) bool, True where offset o of pixel (i, j) lies on the map: the windows
+    of a zero-padded map of ones, so that a trace computes it for the size it is run at."""
+    pad = (kernel_size // 2) * dilation
+    ones = F.pad(like.new_ones(1, 1, h, w), (pad, pad, pad, pad))
+    return torch.stack(_windows(ones, h, w, kernel_size, dilation), dim=2) > 0
 
 def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          pos: Optional[torch.Tensor] = None, kernel_size: int = 7,
@@ -85,9 +84,9 @@ def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Te
 
 
 def _shifted_slices(query, key, value, pos, kernel_size, dilation, num_heads):
-    # Python ints, also while tracing: the graph is specialized to the traced size.
-    n, m, h, w = (int(s) for s in query.shape)
-    c = int(value.shape[1])
+    # Sizes as the shapes give them: traced values while tracing, so the graph is dynamic.
+    n, m, h, w = query.shape
+    c = value.shape[1]
     g, kk = num_heads, kernel_size * kernel_size
     pad = (kernel_size // 2) * dilation
     hp, wp = h + 2 * pad, w + 2 * pad
@@ -102,7 +101,7 @@ def _shifted_slices(query, key, value, pos, kernel_size, dilation, num_heads):
         logits = logits + torch.einsum("ngmhw,ogm->ngohw", q, pos.reshape(kk, g, m // g))
     # Off-map offsets leave the softmax (-inf), as in the reference; the centre is always on the
     # map, so no pixel's row is all -inf.
-    inside = torch.from_numpy(_inside_mask(h, w, kernel_size, dilation)).to(logits.device)
+    inside = _inside_mask(logits, h, w, kernel_size, dilation)
     weights = logits.masked_fill(~inside, float("-inf")).softmax(dim=2).split(1, dim=2)
     values = _windows(padded(value), h, w, kernel_size, dilation)
     out = weights[0] * values[0]
@@ -117,56 +116,73 @@ def _block_size(r: int) -> int:
     return max(8, 2 * r)
 
 
-@functools.lru_cache(maxsize=64)
-def _halo_tables(h: int, w: int, kernel_size: int):
-    """Constants of the halo form (numpy, so a trace records each as one constant), for
-    nbH x nbW blocks of B x B covering the H x W map, halos of L x L, L = B + 2r:
+@functools.lru_cache(maxsize=16)
+def _window_tables(kernel_size: int):
+    """What the halo form needs that depends on kernel_size alone (numpy, so that a trace
+    records each as one constant), for B x B blocks and their L x L halos, L = B + 2r:
 
-    - block (blocks*B*B,), halo (blocks*L*L,), inverse (H*W,): int64 gather indices, of each
-      block's queries into the zero-padded (nbH*B) x (nbW*B) map, of each block's halo into
-      the map padded by r more on every side, and of each map pixel into the blocks' output;
-    - keep (blocks, B*B, L*L) bool: the halo pixel is in the query's k x k window and on the map;
+    - window (B*B, L*L) bool: the halo pixel is in the query's k x k window;
     - pos_index (B*B*L*L,) int64: for each (query, halo pixel) the flat index of its positional
       logit in a (B*B, k*k + 1) table whose last column is zero (outside the window).
     """
     r, kk = kernel_size // 2, kernel_size * kernel_size
     b = _block_size(r)
-    length = b + 2 * r
-    nbh, nbw = -(-h // b), -(-w // b)
-    y0 = np.repeat(np.arange(nbh) * b, nbw).reshape(-1, 1, 1)  # top-left pixel of each block
-    x0 = np.tile(np.arange(nbw) * b, nbh).reshape(-1, 1, 1)
-    a, u = np.arange(b), np.arange(length)
-    block = ((y0 + a[:, None]) * (nbw * b) + x0 + a[None, :]).reshape(-1)
-    halo = ((y0 + u[:, None]) * (nbw * b + 2 * r) + x0 + u[None, :]).reshape(-1)
-    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    inverse = (((yy // b) * nbw + xx // b) * b * b + (yy % b) * b + xx % b).reshape(-1)
-
+    a, u = np.arange(b), np.arange(b + 2 * r)
     diff = u[None, :] - a[:, None]  # halo index - query index along one axis; window: 0..2r
     inside = (diff >= 0) & (diff <= 2 * r)
     window = (inside[:, None, :, None] & inside[None, :, None, :]).reshape(b * b, -1)
     offset = (diff[:, None, :, None] * kernel_size + diff[None, :, None, :]).reshape(b * b, -1)
     offset = np.where(window, offset, kk)  # row-major offset index, as the rows of pos
     pos_index = (np.arange(b * b)[:, None] * (kk + 1) + offset).reshape(-1)
+    return window, pos_index
+
+
+def _halo_tables(h, w, kernel_size: int, device):
+    """The size-dependent indices of the halo form, for nbH x nbW blocks of B x B covering the
+    H x W map (tensor ops on the sizes, so that a trace follows the size it is run at):
+
+    - block (blocks*B*B,), halo (blocks*L*L,), inverse (H*W,): int64 gather indices, of each
+      block's queries into the zero-padded (nbH*B) x (nbW*B) map, of each block's halo into
+      the map padded by r more on every side, and of each map pixel into the blocks' output;
+    - on_map (blocks, 1, L*L) bool: the halo pixel lies on the map.
+    """
+    r = kernel_size // 2
+    b = _block_size(r)
+    length = b + 2 * r
+    nbh, nbw = (h + b - 1) // b, (w + b - 1) // b
+
+    def arange(end):
+        return torch.arange(end, device=device)
+
+    y0 = (arange(nbh) * b)[:, None, None, None]  # top-left pixel of each block
+    x0 = (arange(nbw) * b)[None, :, None, None]
+    a, u = arange(b), arange(length)
+    block = ((y0 + a[:, None]) * (nbw * b) + x0 + a[None, :]).reshape(-1)
+    halo = ((y0 + u[:, None]) * (nbw * b + 2 * r) + x0 + u[None, :]).reshape(-1)
+    yy, xx = arange(h)[:, None], arange(w)[None, :]
+    inverse = (((yy // b) * nbw + xx // b) * (b * b) + (yy % b) * b + xx % b).reshape(-1)
     # halo pixel u of a block starting at y0 is map row y0 - r + u
-    rows = (y0[:, :, 0] - r + u[None, :] >= 0) & (y0[:, :, 0] - r + u[None, :] < h)
-    cols = (x0[:, :, 0] - r + u[None, :] >= 0) & (x0[:, :, 0] - r + u[None, :] < w)
-    on_map = (rows[:, :, None] & cols[:, None, :]).reshape(-1, 1, length * length)
-    return block, halo, inverse, window[None] & on_map, pos_index
+    rows = y0[:, 0, 0] - r + u[None, :]  # (nbH, L)
+    cols = x0[0, :, 0] - r + u[None, :]  # (nbW, L)
+    rows, cols = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    on_map = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, 1, length * length)
+    return block, halo, inverse, on_map
 
 
 def _halo_blocks(query, key, value, pos, kernel_size, dilation, num_heads):
-    n, m, h, w = (int(s) for s in query.shape)  # Python ints: specialized to the traced size
-    c, g, kk = int(value.shape[1]), num_heads, kernel_size * kernel_size
+    n, m, h, w = query.shape  # traced values while tracing: the graph follows the size
+    c, g, kk = value.shape[1], num_heads, kernel_size * kernel_size
     r = kernel_size // 2
     b = _block_size(r)
-    nbh, nbw = -(-h // b), -(-w // b)
+    nbh, nbw = (h + b - 1) // b, (w + b - 1) // b
     blocks, dq, dv = nbh * nbw, m // g, c // g
-    block, halo, inverse, keep, pos_index = (
-        torch.from_numpy(t).to(query.device) for t in _halo_tables(h, w, kernel_size))
+    block, halo, inverse, on_map = _halo_tables(h, w, kernel_size, query.device)
+    window, pos_index = (torch.from_numpy(t).to(query.device) for t in _window_tables(kernel_size))
+    keep = window[None] & on_map
 
     def channels_last(x, pad):  # (N, D, H, W) zero-padded by (left, right, top, bottom)
         x = F.pad(x, pad).permute(0, 2, 3, 1)
-        return x.reshape(n, -1, int(x.shape[3]))  # (N, pixels, D)
+        return x.reshape(n, -1, x.shape[3])  # (N, pixels, D)
 
     def split_heads(x, rows, d):  # (N, blocks*rows, G*d) -> (N*G, blocks, rows, d)
         if g == 1:
