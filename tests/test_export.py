@@ -1,4 +1,5 @@
-"""ONNX (onnxruntime CPU) and TorchScript exports of RSP models equal PyTorch (opset 17).
+"""ONNX (onnxruntime CPU) and TorchScript exports of RSP models equal PyTorch (opset 17), at the
+traced input size and at another (height and width are dynamic).
 
 Tolerances (fp32, odd input 157 x 229, padded inside the adapter to the size divisibility):
 max |logits difference| <= 1e-4 of the logits' range, argmax agreement >= 99.99 %.
@@ -14,8 +15,8 @@ from support.tools import call_main, run_script
 from detectron2.modeling import build_model
 
 from rsp_d2.config import load_config
-from rsp_d2.export import (OPSET, SemanticSegmentationAdapter, compare_outputs, export_onnx,
-                           export_torchscript, run_onnx)
+from rsp_d2.export import (OPSET, SemanticSegmentationAdapter, compare_outputs, export_model,
+                           export_onnx, export_torchscript, run_onnx, second_size, verify_export)
 from rsp_d2.layers import rse_attention
 from rsp_d2.layers.rse_chunked import rse_attention_chunked
 
@@ -78,12 +79,18 @@ def test_exports_equal_pytorch(variant):
         with torch.no_grad():
             d2 = eager([{"image": x[0], "height": H, "width": W}])[0]["sem_seg"]
         torch.testing.assert_close(ref[0], d2, rtol=1e-5, atol=1e-4)
-    data = export_onnx(adapter, (x,))
+    data = export_model(adapter, x, "onnx")
     assert onnx.load_from_string(data).opset_import[0].version == OPSET
     _assert_close(ref, run_onnx(data, (x,))[0])
-    traced = torch.jit.load(io.BytesIO(export_torchscript(adapter, (x,))))
+    traced = export_model(adapter, x, "torchscript")
     with torch.no_grad():
-        _assert_close(ref, traced(x))
+        _assert_close(ref, torch.jit.load(io.BytesIO(traced))(x))
+    # Height and width are dynamic: another size runs through the same graphs.
+    y = second_size(x, adapter.size_divisibility)
+    for fmt, exported in (("onnx", data), ("torchscript", traced)):
+        check, = verify_export(SemanticSegmentationAdapter(eager), exported, fmt, [y])
+        assert check["size"] == (H + adapter.size_divisibility, W + adapter.size_divisibility)
+        assert check["rel_to_range"] <= REL_TOL and check["argmax_agreement"] >= AGREEMENT, check
 
 
 class _Relation(torch.nn.Module):
@@ -139,10 +146,15 @@ def test_export_tool_small_sample(tmp_path):
     r = call_main("tools/export_model.py", "--config-file", TINY, "--output", tmp_path / "m.onnx",
                   "--sample-size", "37", "53", "MODEL.WEIGHTS", weights, *_K3)
     assert r.returncode == 0, r.stderr
-    assert "input (1, 3, 37, 53)" in r.stdout
+    assert "traced at (1, 3, 37, 53)" in r.stdout
     x = _image(37, 53)
+    adapter = SemanticSegmentationAdapter(model)
     with torch.no_grad():
-        _assert_close(SemanticSegmentationAdapter(model)(x), run_onnx(str(tmp_path / "m.onnx"), (x,))[0])
+        _assert_close(adapter(x), run_onnx(str(tmp_path / "m.onnx"), (x,))[0])
+        # traced at one tile (padded to two wide), it still pads a larger input only to its
+        # size divisibility: three tiles wide here
+        y = _image(200, 300)
+        _assert_close(adapter(y), run_onnx(str(tmp_path / "m.onnx"), (y,))[0])
 
 
 def test_unexportable_relation_refuses_to_trace():

@@ -25,8 +25,8 @@ class SemanticSegmentationAdapter(nn.Module):
         32 for P2-P5) happen inside, as in ``SemanticSegmentor``; the output is cropped back.
         An input within one such tile (37 x 53) is padded to two tiles wide (128 x 256), so
         that no level is a single pixel (see ``FPNP2P7``).
-        A traced graph is specialized to the H x W it was traced with (the pad amounts and the
-        relation's borders are constants): export once per input size.
+        A traced graph follows the input's H x W (the pad amounts and the relation's indices
+        and borders are computed from it).
 
     Output:
         (1, K, H, W) float32 logits (``SemanticSegmentor``'s "sem_seg" before softmax), or with
@@ -54,10 +54,10 @@ class SemanticSegmentationAdapter(nn.Module):
         h, w = image.shape[2], image.shape[3]  # traced values while tracing: dynamic
         d = self.size_divisibility
         padded_h, padded_w = h + -h % d, w + -w % d
-        if padded_h <= d and padded_w <= d:
-            # One tile: the coarsest level would be a single pixel, which GroupNorm with one
-            # channel per group cannot normalize; two tiles wide, as FPNP2P7 pads at inference.
-            padded_w = 2 * d
+        # One tile: the coarsest level would be a single pixel, which GroupNorm with one channel
+        # per group cannot normalize; two tiles wide, as FPNP2P7 pads at inference. Arithmetic,
+        # not a branch, so that a traced graph decides it for every input size.
+        padded_w = padded_w + ((padded_h <= d) & (padded_w <= d)) * d
         x = (image - self.pixel_mean) / self.pixel_std
         # Padding after normalization with 0, like ImageList.from_tensors in SemanticSegmentor.
         x = F.pad(x, (0, padded_w - w, 0, padded_h - h))

@@ -37,10 +37,12 @@ def _quiet():
 
 def export_onnx(module: torch.nn.Module, inputs: Tuple[torch.Tensor, ...],
                 input_names: Sequence[str] = ("image",), output_names: Sequence[str] = ("output",),
-                opset: int = OPSET) -> bytes:
-    """The ONNX model (serialized bytes) of `module` traced on `inputs`, opset `opset`."""
+                opset: int = OPSET, dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None) -> bytes:
+    """The ONNX model (serialized bytes) of `module` traced on `inputs`, opset `opset`;
+    `dynamic_axes` as ``torch.onnx.export``'s ({input or output name: {axis: name}})."""
     kwargs = dict(opset_version=opset, input_names=list(input_names),
-                  output_names=list(output_names), do_constant_folding=True)
+                  output_names=list(output_names), do_constant_folding=True,
+                  dynamic_axes=dynamic_axes)
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False  # torch >= 2.9 defaults to the dynamo exporter (needs onnxscript)
     f = io.BytesIO()

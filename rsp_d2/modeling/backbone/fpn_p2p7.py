@@ -43,7 +43,12 @@ class FPNP2P7(FPN):
         """
         d = self.size_divisibility
         h, w = x.shape[-2:]
-        if not self.training and h <= d and w <= d:
+        if torch.jit.is_tracing() and not self.training:
+            # Traced sizes are tensors: arithmetic instead of the branch below, so that the
+            # graph decides for every input size (the pads are zero beyond one tile).
+            one_tile = (h <= d) & (w <= d)
+            x = F.pad(x, (0, one_tile * (2 * d - w), 0, one_tile * (d - h)))
+        elif not self.training and h <= d and w <= d:
             # The zeros ImageList pads with, so that this is padding like any other.
             x = F.pad(x, (0, 2 * d - w, 0, d - h))
         return super().forward(x)
