@@ -52,7 +52,7 @@ def test_json_has_every_row(quick_report):
         assert row["time"]["median_ms"] > 0 and row["vs_semantic_fpn"] > 0
         if row["threads"] == threads:
             assert row["memory"].get("peak_extra_mb", -1) >= 0, row["memory"]
-    assert len(results["targets"]) == 4 + (threads > 1) + 4  # + 2 per deploy setting
+    assert len(results["targets"]) == 4 + (threads > 1) + 6  # + 2 per deploy setting
     # every section says when and under which load it was measured: two separate runs
     assert set(results["runs"]) == {"rse", "heads", "deploy"}
     assert results["runs"]["rse"]["date"] <= results["runs"]["deploy"]["date"]
@@ -62,7 +62,7 @@ def test_deploy_rows_time_both_runtimes_on_a_verified_graph(quick_report):
     results, _ = quick_report
     auto = results["auto_impl"]
     rows = [(r["what"], r["head"], r["runtime"], r["rse_impl"]) for r in results["deploy"]]
-    assert rows == [(what, head, runtime, impl) for what in ("head", "model")
+    assert rows == [(what, head, runtime, impl) for what in ("head", "model", "panoptic")
                     for head, runtime, impl in [
                         ("semantic_fpn", "pytorch", "-"), ("semantic_fpn", "onnxruntime", "-"),
                         ("rsp4", "pytorch", auto), ("rsp4", "onnxruntime", "export")]]
@@ -70,7 +70,9 @@ def test_deploy_rows_time_both_runtimes_on_a_verified_graph(quick_report):
         assert row["time"]["median_ms"] > 0 and row["onnx_mb"] > 0
         # the timed ONNX graph computes what PyTorch does (random weights, tiny input)
         assert row["check"]["rel_to_range"] <= 1e-4, row
-        assert row["check"]["argmax_agreement"] >= 0.999, row
+        assert row["check"]["agreement"] >= 0.999, row  # argmax, or panoptic segment ids
+        if row["what"] == "panoptic":  # every detection of the graph, as PyTorch's
+            assert row["check"]["same_detections"] == 1.0 and row["check"]["detections"] > 0, row
         if row["runtime"] == "pytorch":
             assert row["vs_pytorch"] == 1.0
         if row["head"] == "semantic_fpn":

@@ -33,6 +33,8 @@ HEAD_LABELS = {"semantic_fpn": "Semantic FPN", "baseline": "baseline (sum)", "rs
 # A case whose warm-up call takes longer than this gets only 3 timed repeats.
 SLOW_CASE_S = 3.0
 SECTIONS = ("rse", "heads", "deploy")
+# A COCO image at Detectron2's test size (shorter side 800), the Panoptic FPNs' input.
+PANOPTIC_SIZE = (800, 1216)
 
 
 def parse_args(argv=None):
@@ -141,12 +143,15 @@ def head_rows(args, device, auto_impl, impls):
 
 
 def deploy_rows(args, auto_impl):
-    """Head alone and whole model, Semantic FPN and RSP-4, under PyTorch and onnxruntime with
-    the same intra-op threads; the four runs of one kind interleaved."""
-    height, width = (128, 256) if args.quick else (1024, 2048)
+    """Head alone, whole semantic model and whole Panoptic FPN, Semantic FPN and RSP-4, under
+    PyTorch and onnxruntime with the same intra-op threads; the four runs of one kind
+    interleaved."""
+    sizes = {"head": (1024, 2048), "model": (1024, 2048), "panoptic": PANOPTIC_SIZE}
     threads = torch.get_num_threads()
     rows = []
-    for what in ("head", "model"):
+    for what, (height, width) in sizes.items():
+        if args.quick:
+            height, width = 128, 256
         pairs = {head: build_deploy_pair(what, head, height, width, threads, quick=args.quick)
                  for head in ("semantic_fpn", "rsp4")}
         keys = [(head, runtime) for head in pairs for runtime in RUNTIMES]
