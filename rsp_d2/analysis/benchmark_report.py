@@ -117,9 +117,14 @@ def render_markdown(results: Dict) -> str:
                   "padding, backbone, head, crop: `rsp_d2.export.SemanticSegmentationAdapter`), "
                   "exported with `rsp_d2.export.export_onnx` (opset 17) and run by onnxruntime's "
                   "CPU provider with the same intra-op threads as PyTorch; PyTorch runs the "
-                  "relation as `impl=\"auto\"`, the ONNX graph as `impl=\"export\"`. The four "
-                  "runs of one setting are interleaved; the last columns compare the ONNX "
-                  "output with PyTorch's on the timed input.", ""]
+                  "relation as `impl=\"auto\"`, the ONNX graph as `impl=\"export\"`. The whole "
+                  "Panoptic FPN (Table III's configs, ResNet-50 with GroupNorm in place of the "
+                  "FrozenBN of random statistics, random weights, ROI_HEADS.SCORE_THRESH_TEST 0: "
+                  "100 detections; `rsp_d2.export.PanopticFPNAdapter`, height and width dynamic) "
+                  "on a COCO-sized image; its panoptic combination runs after the graph and is "
+                  "not timed. The four runs of one setting are interleaved; the last columns "
+                  "compare the ONNX output with PyTorch's on the timed input (Panoptic FPN: the "
+                  "semantic logits, and the pixels with the same panoptic segment id).", ""]
         lines += _deploy_table(results["deploy"]) + [""]
     if m["device"] != "cuda":
         lines += ["GPU: not measured in this run (device {}). The same command on a machine "
