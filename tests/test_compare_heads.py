@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from support.tools import call_main, run_script
-from support.train_net import REPO, SEMANTIC_TINY, TIMEOUT_S, env_for
+from support.tools import call_main, env_for, run_script
+from support.train_net import REPO, SEMANTIC_TINY, TIMEOUT_S
 
 TOOL = str(REPO / "tools" / "compare_heads.py")
 SUM = ["MODEL.SEM_SEG_HEAD.RSP.FUSION", "['sum','sum','sum','sum','sum']"]

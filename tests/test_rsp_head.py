@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"),
                                                 recursive=True)
-    if not os.path.basename(p).startswith("Base-") and "/demo/" not in p)
+    if not os.path.basename(p).startswith("Base-") and "/synthetic/" not in p)
 
 
 def small_cfg(path, **overrides):
@@ -31,6 +31,8 @@ def small_cfg(path, **overrides):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.RESNETS.DEPTH = 18
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NUM_GROUPS = 1  # ResNet-18 has no grouped (ResNeXt) variant
+    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 64
     for k, v in overrides.items():
         node = cfg
         *parents, leaf = k.split(".")

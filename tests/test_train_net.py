@@ -12,13 +12,13 @@ import subprocess
 import pytest
 import torch
 
+from support.tools import env_for
 from support.train_net import (
     PANOPTIC_TINY,
     REPO,
     SEMANTIC_TINY,
     TIMEOUT_S,
     command,
-    env_for,
     free_port,
     metrics,
     results,

@@ -50,6 +50,10 @@ if __name__ == "__main__":
     train_args = sys.argv[split + 1:]
     if sig:
         _SIGNAL[0] = getattr(signal, sig[0])
+    # Ctrl-C reaches a run in the foreground; a run started from a background job (`cmd &` in
+    # a script, as CI may run the suite) inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: restore the foreground's.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     {"iteration": lambda: _kill_in_iteration(int(arg)), "write": lambda: _kill_in_write(arg)}[
         moment]()
     sys.argv = ["train_net.py", *train_args]

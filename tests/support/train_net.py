@@ -7,6 +7,7 @@ first imported, so every run on the synthetic data is a process of its own with 
 import json
 import math
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,11 @@ TRAIN_NET = str(REPO / "train_net.py")
 SEMANTIC_TINY = "tests/configs/rsp4_R18_tiny.yaml"
 PANOPTIC_TINY = "tests/configs/panoptic_rsp4_tiny.yaml"
 TIMEOUT_S = fork_server.TIMEOUT_S
+
+
+def command(*args):
+    """``python train_net.py ARGS...`` as an argv, for a process the test starts itself."""
+    return [sys.executable, TRAIN_NET, *map(str, args)]
 
 
 def train_net(*args, data_root, threads=None, expect_ok=True):
