@@ -119,6 +119,30 @@ def test_relation_exports_as_standard_ops(impl, kw):
     torch.testing.assert_close(traced(q, k, v, pos), ref, rtol=1e-5, atol=1e-5)
 
 
+def test_fixed_size_export_traces_the_tables_as_constants():
+    """Without dynamic axes the relation's index tables are constants of the graph (no Range
+    op rebuilding them at every call); with them, the graph computes them from the input's
+    size and runs at another one. Both equal the reference."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 8, 11, 13, generator=g), torch.randn(1, 8, 11, 13, generator=g)
+    v, pos = torch.randn(1, 16, 11, 13, generator=g), torch.randn(49, 8, generator=g)
+    names = ("q", "k", "v", "pos")
+    fixed = export_onnx(_Relation("export", kernel_size=7), (q, k, v, pos), input_names=names)
+    axes = {n: {2: "h", 3: "w"} for n in names[:3]}
+    dynamic = export_onnx(_Relation("export", kernel_size=7), (q, k, v, pos), input_names=names,
+                          dynamic_axes=axes)
+    ops = [{n.op_type for n in onnx.load_from_string(d).graph.node} for d in (fixed, dynamic)]
+    assert "Range" not in ops[0] and "Range" in ops[1], ops
+    ref = rse_attention(q, k, v, pos, kernel_size=7, impl="reference")
+    for data in (fixed, dynamic):
+        torch.testing.assert_close(torch.from_numpy(run_onnx(data, (q, k, v, pos))[0]), ref,
+                                   rtol=1e-5, atol=1e-5)
+    q2, k2, v2 = (t[:, :, :9, :10].contiguous() for t in (q, k, v))
+    torch.testing.assert_close(torch.from_numpy(run_onnx(dynamic, (q2, k2, v2, pos))[0]),
+                               rse_attention(q2, k2, v2, pos, kernel_size=7, impl="reference"),
+                               rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant, size", [("rsp4", (37, 53)), ("rsp2", (20, 30))])
 def test_one_tile_input_is_padded_to_two(variant, size):
     """An input within one size_divisibility tile (128 for P2-P7, 32 for P2-P5) would make the

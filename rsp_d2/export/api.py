@@ -4,6 +4,7 @@ Both formats are made by tracing (``torch.jit.trace``; ``torch.onnx.export`` wit
 TorchScript-based exporter, ``dynamo=False`` where torch has the choice): the relation switches
 to ``impl="export"`` by itself while tracing (:func:`rsp_d2.layers.is_exporting`).
 """
+import contextlib
 import inspect
 import io
 import warnings
@@ -12,6 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..layers.rse_export import fixed_size
 from ..utils.errors import InputError
 
 __all__ = ["OPSET", "FORMATS", "EXPORT_METHODS", "export_onnx", "export_torchscript",
@@ -39,7 +41,9 @@ def export_onnx(module: torch.nn.Module, inputs: Tuple[torch.Tensor, ...],
                 input_names: Sequence[str] = ("image",), output_names: Sequence[str] = ("output",),
                 opset: int = OPSET, dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None) -> bytes:
     """The ONNX model (serialized bytes) of `module` traced on `inputs`, opset `opset`;
-    `dynamic_axes` as ``torch.onnx.export``'s ({input or output name: {axis: name}})."""
+    `dynamic_axes` as ``torch.onnx.export``'s ({input or output name: {axis: name}}). Without
+    dynamic axes the graph takes one input size only, so the relation's index tables are
+    traced as constants (:func:`rsp_d2.layers.rse_export.fixed_size`)."""
     kwargs = dict(opset_version=opset, input_names=list(input_names),
                   output_names=list(output_names), do_constant_folding=True,
                   dynamic_axes=dynamic_axes)
@@ -48,7 +52,7 @@ def export_onnx(module: torch.nn.Module, inputs: Tuple[torch.Tensor, ...],
     f = io.BytesIO()
     ctx = _quiet()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), (fixed_size() if dynamic_axes is None else contextlib.nullcontext()):
             torch.onnx.export(module.eval(), tuple(inputs), f, **kwargs)
     finally:
         ctx.__exit__(None, None, None)

@@ -31,7 +31,12 @@ all the same. Every size-dependent quantity (pads, gather indices, border masks)
 from the inputs' shapes with tensor ops, never as Python ints or numpy constants: a traced
 graph follows the input's height and width (dynamic axes in ONNX); only what depends on
 kernel_size alone (the window mask and positional index of the halo form) is a constant.
+Under :func:`fixed_size` (an export for one input size) the sizes are read as Python ints
+instead, so the same ops build the indices from constants and the exporter folds them into
+the graph's tables: onnxruntime then does not rebuild them at every call.
 """
+import contextlib
+import contextvars
 import functools
 from typing import List, Optional
 
@@ -41,7 +46,31 @@ import torch.nn.functional as F
 
 from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_export", "IMPL"]
+__all__ = ["rse_attention_export", "fixed_size", "IMPL"]
+
+# Set only inside a `with fixed_size():` block, for the export call it wraps.
+_FIXED_SIZE = contextvars.ContextVar("rse_export_fixed_size", default=False)
+
+
+@contextlib.contextmanager
+def fixed_size():
+    """Within this block, traces of :func:`rse_attention_export` are specialized to the traced
+    input size (their index tables constants), as for an ONNX export without dynamic axes."""
+    token = _FIXED_SIZE.set(True)
+    try:
+        yield
+    finally:
+        _FIXED_SIZE.reset(token)
+
+
+def _sizes(query, value):
+    """(N, M, H, W, C): traced values while tracing (the graph follows the size), Python ints
+    under :func:`fixed_size` (the graph's tables are constants)."""
+    n, m, h, w = query.shape
+    c = value.shape[1]
+    if _FIXED_SIZE.get():
+        return tuple(int(s) for s in (n, m, h, w, c))
+    return n, m, h, w, c
 
 
 def _windows(padded: torch.Tensor, h, w, kernel_size: int, dilation: int) -> List[torch.Tensor]:
@@ -85,8 +114,7 @@ def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Te
 
 def _shifted_slices(query, key, value, pos, kernel_size, dilation, num_heads):
     # Sizes as the shapes give them: traced values while tracing, so the graph is dynamic.
-    n, m, h, w = query.shape
-    c = value.shape[1]
+    n, m, h, w, c = _sizes(query, value)
     g, kk = num_heads, kernel_size * kernel_size
     pad = (kernel_size // 2) * dilation
     hp, wp = h + 2 * pad, w + 2 * pad
@@ -170,8 +198,8 @@ def _halo_tables(h, w, kernel_size: int, device):
 
 
 def _halo_blocks(query, key, value, pos, kernel_size, dilation, num_heads):
-    n, m, h, w = query.shape  # traced values while tracing: the graph follows the size
-    c, g, kk = value.shape[1], num_heads, kernel_size * kernel_size
+    n, m, h, w, c = _sizes(query, value)
+    g, kk = num_heads, kernel_size * kernel_size
     r = kernel_size // 2
     b = _block_size(r)
     nbh, nbw = (h + b - 1) // b, (w + b - 1) // b
