@@ -130,3 +130,8 @@ def test_export_tool_exports_a_panoptic_fpn_whole_or_its_semantic_branch(panopti
                         tmp_path / "l.ts", *opts)
     assert refused.returncode == 2 and "--labels applies to a semantic output" in refused.stderr
     assert not (tmp_path / "l.ts").exists()
+    other = call_main("tools/export_model.py", *common, "--output", tmp_path / "c.ts", *opts,
+                      "MODEL.ROI_HEADS.NAME", "CascadeROIHeads")
+    assert other.returncode == 2 and other.stderr.startswith("error: ") and \
+        "MODEL.ROI_HEADS.NAME='CascadeROIHeads'" in other.stderr, other.stderr
+    assert "Traceback" not in other.stderr and not (tmp_path / "c.ts").exists()

@@ -33,6 +33,13 @@ def build_export_adapter(cfg, model: Optional[torch.nn.Module] = None, labels: b
         raise InputError("--labels applies to a semantic output: a whole Panoptic FPN exports "
                          "instances and semantic logits (add --semantic-only for its semantic "
                          "branch alone)")
+    if whole and (cfg.MODEL.ROI_HEADS.NAME != "StandardROIHeads" or not cfg.MODEL.MASK_ON
+                  or cfg.MODEL.KEYPOINT_ON):
+        raise InputError(f"MODEL.ROI_HEADS.NAME={cfg.MODEL.ROI_HEADS.NAME!r} (MASK_ON "
+                         f"{cfg.MODEL.MASK_ON}, KEYPOINT_ON {cfg.MODEL.KEYPOINT_ON}): a whole "
+                         "Panoptic FPN exports with Panoptic FPN's own ROI heads only "
+                         "(StandardROIHeads, MASK_ON True, KEYPOINT_ON False); add "
+                         "--semantic-only to export its semantic branch")
     if model is None:
         from ..engine.checkpoint import load_model
 
