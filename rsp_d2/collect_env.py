@@ -11,13 +11,12 @@ reference: forward + backward on a small random problem, max relative error and 
 """
 import argparse
 import os
-import platform
 import sys
 from typing import List, Tuple
 
 import torch
 
-from .utils.machine import cpu_flags, cpu_model
+from .utils.machine import cpu_model
 
 __all__ = ["collect_rsp_env_info", "collect_env_info", "main"]
 
@@ -42,24 +41,15 @@ def _rsp_version() -> str:
     return f"{installed} @ {os.path.dirname(rsp_d2.__file__)}"
 
 
-def _cpu_isa() -> str:
-    """Which loops the extension runs here: it is compiled for AVX2+FMA and for the baseline
-    x86-64 ISA and picks by CPU at run time."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return f"baseline ({platform.machine()})"
-    flags = cpu_flags()
-    if not flags:
-        return "unknown (no /proc/cpuinfo)"
-    return "AVX2+FMA" if {"avx2", "fma"} <= set(flags) else "baseline x86-64 (no AVX2+FMA)"
-
-
 def _extension_rows() -> List[Tuple[str, str]]:
     from .layers import rse_cpp
 
     if rse_cpp.HAS_CPP_EXT:
         return [("rsp_d2._C", f"loaded from {rse_cpp._C.__file__}"),
                 ("rsp_d2._C source hash", f"{rse_cpp._C.source_sha} (matches the source: ok)"),
-                ("rsp_d2._C loops", _cpu_isa()), ("CPU", cpu_model())]
+                ("rsp_d2._C loops", f"{rse_cpp.cpu_isa()} (compiled for: "
+                                    f"{', '.join(rse_cpp._C.available_isas())} on this CPU)"),
+                ("CPU", cpu_model())]
     from .layers import available_rse_impls
 
     auto = available_rse_impls(torch.empty(1, 1, 1, 1))[0]

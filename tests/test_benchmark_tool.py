@@ -82,6 +82,9 @@ def test_deploy_rows_time_both_runtimes_on_a_verified_graph(quick_report):
 def test_markdown_has_every_row(quick_report):
     results, md = quick_report
     assert results["machine"]["cpu"] in md and "Load average" in md
+    # the CPU's vector extensions and the relation's loops, which decide the kernels' speed
+    assert results["machine"]["cpu_isa"] in md
+    assert f"runs its {results['machine']['rse_cpp_loops']!r} loops" in md
     table_rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
     # header + rows, for the RSE, heads and deployment tables
     assert len(table_rows) == 3 + len(results["rse"]) + len(results["heads"]) + len(results["deploy"])

@@ -27,7 +27,8 @@ from rsp_d2.layers.rse_flex import HAS_FLEX
 from rsp_d2.layers.rse_triton import HAS_TRITON
 
 # (n, m, c, h, w, kernel_size, dilation, num_heads, pos): odd sizes, borders everywhere,
-# dilation 1-3, 1-4 heads, windows larger than the map, k = 1.
+# dilation 1-3, 1-4 heads, windows larger than the map, k = 1; the last one spans several
+# SIMD blocks of pixels, window columns (k = 9) and channels in the C++ loops, with remainders.
 CASES = [
     (2, 8, 12, 9, 11, 3, 1, 1, False),
     (1, 8, 12, 7, 13, 3, 2, 2, True),
@@ -35,6 +36,7 @@ CASES = [
     (2, 4, 6, 5, 6, 7, 1, 1, True),
     (1, 6, 9, 11, 8, 7, 2, 3, False),
     (1, 4, 4, 4, 5, 1, 1, 1, True),
+    (1, 4, 20, 6, 37, 9, 1, 2, True),
 ]
 IDS = ["k{5}d{6}h{7}{p}_{3}x{4}".format(*c, p="pos" if c[8] else "") for c in CASES]
 
@@ -143,16 +145,38 @@ def test_degenerate_maps(impl, case):
     _check_against_definitions(CPU_IMPLS[impl], case)
 
 
+def _isa_param(isa):
+    # Each ISA's loops run only where the CPU has it; "auto" never picks the narrower ones on a
+    # wide machine, so each is forced here.
+    runs = rse_cpp.HAS_CPP_EXT and isa in rse_cpp._C.available_isas()
+    return pytest.param(isa, marks=pytest.mark.skipif(
+        not runs, reason=f"this CPU (or build) cannot run the {isa!r} loops"))
+
+
 @needs_cpp
-@pytest.mark.parametrize("allow_avx2", [True, False], ids=["dispatch", "baseline_isa"])
-@pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_cpp_matches_reference_and_loops(case, allow_avx2):
-    # allow_avx2=False runs the loops compiled for the baseline ISA, which the CPU dispatch
-    # would otherwise never pick on an AVX2 machine.
+@pytest.mark.parametrize("isa", [_isa_param(i) for i in ("avx512", "avx2", "baseline")])
+@pytest.mark.parametrize("case", CASES + EDGE_CASES, ids=IDS + EDGE_IDS)
+def test_cpp_matches_reference_and_loops(case, isa):
     def fn(q, k, v, p, ks, d, g):
-        return rse_attention_cpp(q, k, v, p, ks, d, g, allow_avx2=allow_avx2)
+        return rse_attention_cpp(q, k, v, p, ks, d, g, isa=isa)
 
     _check_against_definitions(fn, case)
+
+
+@needs_cpp
+def test_cpp_isa_choice():
+    # "auto" runs the widest loops the CPU has; a named ISA the CPU lacks, or a misspelt one,
+    # is refused rather than run as something else.
+    isas = rse_cpp._C.available_isas()
+    assert rse_cpp.cpu_isa() == isas[0] and isas[-1] == "baseline"
+    inputs = _inputs(1, 4, 4, 5, 6, 3, True)
+    auto = rse_attention_cpp(*inputs, 3, 1, 1)
+    assert torch.equal(auto, rse_attention_cpp(*inputs, 3, 1, 1, isa=isas[0]))
+    for name in {"avx512", "avx2"} - set(isas):
+        with pytest.raises(RuntimeError, match=f"isa='{name}' cannot run here"):
+            rse_attention_cpp(*inputs, 3, 1, 1, isa=name)
+    with pytest.raises(RuntimeError, match="isa must be"):
+        rse_attention_cpp(*inputs, 3, 1, 1, isa="sse9")
 
 
 @needs_cpp

@@ -21,7 +21,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from ..utils.errors import InputError
-from ..utils.machine import cpu_model
+from ..layers import rse_cpp
+from ..utils.machine import cpu_model, cpu_vector_isa
 from .stats import summarize
 from ..utils.paths import check_output_file
 
@@ -75,6 +76,8 @@ def load_average() -> List[float]:
 def machine_info(device: str = "cpu") -> Dict:
     info = {
         "cpu": cpu_model(),
+        "cpu_isa": cpu_vector_isa(),
+        "rse_cpp_loops": rse_cpp.cpu_isa() or "unavailable",
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

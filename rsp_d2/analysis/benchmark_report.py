@@ -81,7 +81,10 @@ def render_markdown(results: Dict) -> str:
         "",
         "## Machine",
         "",
-        f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores; torch {m['torch']} with "
+        f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores"
+        + (f"; {m['cpu_isa']}; rsp_d2._C runs its {m['rse_cpp_loops']!r} loops"
+           if m.get("cpu_isa") else "")
+        + f"; torch {m['torch']} with "
         f"{m['torch_threads']} intra-op threads; Python {m['python']}; device: {m['device']}"
         + (f" ({m['gpu']})" if m.get("gpu") else ""),
         f"- Load average (1/5/15 min) at start {results['load_average_start']}, at end "

@@ -1,14 +1,20 @@
 """The RSE relation (Eq. 1-3) as fused C++ loops (the extension ``rsp_d2._C``): ``impl="cpp"``.
 
 The loops (rsp_d2/layers/csrc/rse_cpp.cpp, compiled by setup.py as ``rsp_d2._C``) make one
-pass over the output rows per step, with the k*k window offsets innermost, so each row's
-neighbourhood stays in cache; the torch ops of ``chunked`` instead stream the whole band
-through memory once per offset. Three steps forward (logits, softmax, aggregation) and four
-backward, each one C++ call or one torch op:
+pass over the output rows per step, summing a register-wide block of pixels over the window
+and the channels without leaving the registers; the torch ops of ``chunked`` instead stream
+the whole band through memory once per offset. Three steps forward and four backward, each
+one C++ call or one torch op:
 
     logits  = window_dot(q, k, pos)            (N, G, k*k, H, W), -inf off the map    Eq. 2-3
     w       = softmax(logits, dim=2)                                                  Eq. 2
     out     = window_gather(w, v)              (N, G, C/G, H, W)                      Eq. 1
+
+    d_logits = window_dot(g, v, softmax_weights=w)   dL/dw and the softmax's backward, one pass
+    dq, dk, dv = window_gather(d_logits, k, pos), window_scatter(d_logits, q), window_scatter(w, g)
+
+The loops come compiled for several ISAs (AVX-512F, AVX2+FMA, baseline); ``isa="auto"`` runs
+the widest the CPU has (:func:`cpu_isa`).
 
 Like ``chunked``, only the inputs and the (N, G, k*k, H, W) weights are saved for backward;
 no k*k*M*H*W or k*k*C*H*W tensor exists. Half-precision inputs are computed in float32.
@@ -24,7 +30,7 @@ import torch
 from .rse_common import compute_dtype, enter_backend, input_grads, split_inputs
 from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_cpp", "HAS_CPP_EXT", "IMPL"]
+__all__ = ["rse_attention_cpp", "cpu_isa", "HAS_CPP_EXT", "IMPL"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rse_cpp.cpp")
 
@@ -57,55 +63,61 @@ def _missing() -> str:
             f"`pip install -e . --no-build-isolation` and a C++ compiler")
 
 
+def cpu_isa() -> str:
+    """The loops ``isa="auto"`` runs on this CPU ("avx512", "avx2" or "baseline"), or "" when
+    the extension is unavailable."""
+    return _C.best_isa() if HAS_CPP_EXT else ""
+
+
 class _CppRSE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2):
+    def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, isa):
         # The kernels read contiguous (N, G, D, H, W) maps.
         q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype),
                                   contiguous=True)
         geo = (kernel_size, dilation)
-        logits = _C.window_dot(q, k, p, *geo, float("-inf"), allow_avx2)
+        logits = _C.window_dot(q, k, p, *geo, float("-inf"), None, isa)
         # The centre offset is always on the map, so no pixel's logits are all -inf.
         weights = torch.softmax(logits, dim=2)
         del logits
-        out = _C.window_gather(weights, v, None, *geo, allow_avx2)
+        out = _C.window_gather(weights, v, None, *geo, isa)
         ctx.save_for_backward(query, key, value, pos, weights)
-        ctx.args = (kernel_size, dilation, num_heads, allow_avx2)
+        ctx.args = (kernel_size, dilation, num_heads, isa)
         return out.reshape(value.shape).to(value.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         query, key, value, pos, weights = ctx.saved_tensors
-        kernel_size, dilation, num_heads, allow_avx2 = ctx.args
+        kernel_size, dilation, num_heads, isa = ctx.args
         geo = (kernel_size, dilation)
         q, k, v, g, p = split_inputs((query, key, value, grad_out), pos, num_heads, weights.dtype,
                                      contiguous=True)
-        # dL/dw_o = g . v_o; off-map entries are multiplied by w = 0 below.
-        d_logits = _C.window_dot(g, v, None, *geo, 0.0, allow_avx2)
-        # Softmax backward over the window: dlogit = w * (dw - sum_o w dw).
-        d_logits.sub_((weights * d_logits).sum(dim=2, keepdim=True)).mul_(weights)
-        dq = _C.window_gather(d_logits, k, p, *geo, allow_avx2)  # sum_o dlogit_o (k_o + pos_o)
-        dk = _C.window_scatter(d_logits, q, *geo, allow_avx2)
-        dv = _C.window_scatter(weights, g, *geo, allow_avx2)
+        # dL/dw_o = g . v_o, then the softmax's backward over the window,
+        # dlogit = w * (dw - sum_o w dw), in the same pass (off-map entries have w = 0).
+        d_logits = _C.window_dot(g, v, None, *geo, 0.0, weights, isa)
+        dq = _C.window_gather(d_logits, k, p, *geo, isa)  # sum_o dlogit_o (k_o + pos_o)
+        dk = _C.window_scatter(d_logits, q, *geo, isa)
+        dv = _C.window_scatter(weights, g, *geo, isa)
         return (*input_grads(ctx, dq, dk, dv, d_logits, q), None, None, None, None)
 
 
 def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1,
-                      allow_avx2: bool = True):
+                      isa: str = "auto"):
     """Same contract as :func:`rsp_d2.layers.rse_attention` (Eq. 1-3, masked borders, no scaling).
 
     Args:
         query, key: (N, M, H, W) CPU tensors; value: (N, C, H, W); pos: (k*k, M) or None.
-        allow_avx2: False runs the loops compiled for the baseline x86-64 ISA even on a CPU
-            with AVX2+FMA (the tests check both builds against the reference).
+        isa: which compiled loops run: "auto" (the widest this CPU has, :func:`cpu_isa`) or
+            one of ``rsp_d2._C.available_isas()`` ("avx512", "avx2", "baseline"; the tests
+            check each against the reference). One this CPU lacks raises RuntimeError.
 
     Returns:
         (N, C, H, W) in value's dtype; float16/bfloat16 are computed in float32. Uses
         torch.get_num_threads() threads. The loops refuse anything but contiguous CPU tensors.
     """
     enter_backend("cpp", _missing())
-    return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, allow_avx2)
+    return _CppRSE.apply(query, key, value, pos, kernel_size, dilation, num_heads, isa)
 
 
 # Any floating dtype (half precision is computed in float32), CPU only.

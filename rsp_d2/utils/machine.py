@@ -7,7 +7,7 @@ never paired.
 import platform
 from typing import FrozenSet
 
-__all__ = ["cpu_flags", "cpu_model"]
+__all__ = ["cpu_flags", "cpu_model", "cpu_vector_isa"]
 
 
 def _cpuinfo_field(name: str) -> str:
@@ -29,3 +29,19 @@ def cpu_model() -> str:
 def cpu_flags() -> FrozenSet[str]:
     """The CPU's ISA flags (``/proc/cpuinfo``'s ``flags``; empty where there is none)."""
     return frozenset(_cpuinfo_field("flags").split())
+
+
+# The vector extensions that decide which kernels run (oneDNN's and rsp_d2._C's), widest first.
+_VECTOR_FLAGS = [("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512F"),
+                 ("avx2", "AVX2"), ("fma", "FMA")]
+
+
+def cpu_vector_isa() -> str:
+    """The CPU's vector extensions that matter for the kernels, e.g. "AVX2, FMA; no AMX-BF16,
+    AVX512-BF16, AVX-512F" ("unknown" without ``/proc/cpuinfo`` flags)."""
+    flags = cpu_flags()
+    if not flags:
+        return f"unknown ({platform.machine()})"
+    has = [name for flag, name in _VECTOR_FLAGS if flag in flags]
+    lacks = [name for flag, name in _VECTOR_FLAGS if flag not in flags]
+    return ", ".join(has or ["none of AVX2/AVX-512"]) + ("; no " + ", ".join(lacks) if lacks else "")
