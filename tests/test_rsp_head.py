@@ -12,7 +12,7 @@ from detectron2.modeling import build_backbone, build_model, build_sem_seg_head
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from rsp_d2.layers import FUSIONS, fusion_has_relation
+from rsp_d2.layers import FUSIONS, FusionSettings, build_fusion, fusion_has_relation
 from rsp_d2.modeling import RSPHead
 from rsp_d2.analysis.paper_tables import load_config
 
@@ -148,6 +148,43 @@ def test_head_topdown_is_the_papers():
         logits, extra = head(feats)
     assert extra == {} and logits.shape == (1, 5, 68, 92)  # upsampled by the lowest stride
     assert isinstance(head.fusions["p3p2"], torch.nn.Module) and not list(head.fusions["p3p2"].parameters())
+
+
+@pytest.mark.parametrize("kind", sorted(FUSIONS))
+def test_fusion_in_place_matches_the_plain_call(kind):
+    # Inference lets each fusion write into its inputs' memory (Fusion.fuse_): the same values,
+    # bit for bit; with autograd the inputs stay intact.
+    torch.manual_seed(0)
+    fusion = build_fusion(kind, 16, FusionSettings(kernel_size=3, impl="auto")).eval()
+    x, z = torch.randn(2, 16, 9, 13), torch.randn(2, 16, 9, 13)
+    with torch.no_grad():
+        expected = fusion(x, z)
+        assert torch.equal(fusion.fuse_(x.clone(), z.clone()), expected)
+    x0, z0 = x.clone(), z.clone()
+    assert torch.equal(fusion.fuse_(x, z), expected) and torch.equal(x, x0) and torch.equal(z, z0)
+
+
+def test_head_inference_in_place_spares_observed_fusions():
+    # The head's inference path fuses in place, except for a fusion with forward hooks (the
+    # head trace keeps its inputs): those must be what the fusion was given.
+    torch.manual_seed(0)
+    shapes = _shapes(["p2", "p3", "p4"])
+    head = RSPHead(shapes, num_classes=5, conv_dims=32, fusion=["rsp", "sum"], kernel_size=3,
+                   norm="GN").eval()
+    feats = _features(shapes, 40, 56)
+    seen = {}
+    handles = [f.register_forward_hook(lambda m, args, out, k=k: seen.update(
+        {k: [t.clone() for t in args] + [args, out]})) for k, f in head.fusions.items()]
+    with torch.no_grad():
+        logits = head.layers(feats)
+    for h in handles:
+        h.remove()
+    for key, (x, z, args, out) in seen.items():
+        assert torch.equal(args[0], x) and torch.equal(args[1], z)  # untouched after the call
+        assert torch.equal(out, head.fusions[key](x, z))
+    with torch.no_grad():
+        assert torch.equal(head.layers(feats), logits)  # unobserved: in place, same values
+        assert torch.equal(head.predictor(head.aggregate(feats)[0]), logits)
 
 
 def test_head_loss_contract():

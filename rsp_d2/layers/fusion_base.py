@@ -57,6 +57,12 @@ class Fusion(nn.Module):
         """The fusion for `channels`-channel maps, built from the settings it uses."""
         raise NotImplementedError(f"{cls.__name__} must define from_settings")
 
+    def fuse_(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``forward(x, z)`` for a caller that gives x and z up: without autograd the result
+        may be written into their memory (inference then holds one map fewer of the finest
+        level). The same values as ``forward``; the default simply calls it."""
+        return self(x, z)
+
     def relation_inputs(self, x: torch.Tensor,
                         z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(what the query is computed from, what the key is computed from): x or z each."""

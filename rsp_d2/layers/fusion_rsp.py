@@ -41,6 +41,11 @@ class RelationalSemanticsPropagator(Fusion):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return x + self.rse(*self.relation_inputs(x, z))
 
+    def fuse_(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            return self(x, z)
+        return self.rse(*self.relation_inputs(x, z)).add_(x)  # the RSE's output is new
+
     def embeddings(self, x: torch.Tensor, z: torch.Tensor):
         """The RSE's query, key, value and pos for this fusion's inputs (Fig. 4)."""
         return self.rse.embeddings(*self.relation_inputs(x, z))

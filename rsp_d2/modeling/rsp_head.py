@@ -1,5 +1,5 @@
 import logging
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -25,6 +25,12 @@ _FUSION_KEYS = {
     "num_heads": "MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS (num_heads)",
     "channels": "MODEL.SEM_SEG_HEAD.CONVS_DIM",
 }
+
+
+def _relu_(x: torch.Tensor) -> torch.Tensor:
+    # In place: the norm's output is not used again (its backward needs only its input), so
+    # the 3x3 conv of the finest level holds one map fewer at its peak.
+    return F.relu(x, inplace=True)
 
 
 def _check(ok: bool, key: str, value, expected: str):
@@ -116,7 +122,7 @@ class RSPHead(nn.Module):
         self.q_convs = nn.ModuleDict()
         for name, shape in levels:
             conv = Conv2d(shape.channels, conv_dims, kernel_size=3, padding=1, bias=not norm,
-                          norm=get_norm(norm, conv_dims), activation=F.relu)
+                          norm=get_norm(norm, conv_dims), activation=_relu_)
             weight_init.c2_msra_fill(conv)
             self.q_convs[name] = conv
         settings = FusionSettings(kernel_size=kernel_size, dilation=dilation,
@@ -196,12 +202,34 @@ class RSPHead(nn.Module):
 
     def aggregate(self, features: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
         """The aggregated maps A_l, finest first: [(N, C, H_l, W_l) for each level]."""
-        q = {f: self.q_convs[f](features[f]) for f in self.in_features}
-        out = [q[self.in_features[-1]]]
+        maps = []
+        for a in self._top_down(features):
+            maps.insert(0, a)
+        return maps
+
+    def _top_down(self, features: Dict[str, torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Yields A_top, ..., A_lowest. The finest level's Q comes first, while nothing else
+        is held (its 3x3 conv on the widest input map is the head's largest transient, as in
+        Semantic FPN); the others are computed when their fusion needs them, and without
+        autograd a fusion that nothing observes writes into the memory of its inputs
+        (:meth:`~rsp_d2.layers.Fusion.fuse_`), so that inference does not hold all Q_l and
+        all A_l at once."""
+        finest, coarsest = self.in_features[0], self.in_features[-1]
+        q_finest = self.q_convs[finest](features[finest])
+        a = q_finest if finest == coarsest else self.q_convs[coarsest](features[coarsest])
+        yield a
         for key, _, fine in self.fusion_pairs():
-            z = F.interpolate(out[0], size=q[fine].shape[-2:], mode="bilinear", align_corners=False)
-            out.insert(0, self.fusions[key](q[fine], z))
-        return out
+            x = q_finest if fine == finest else self.q_convs[fine](features[fine])
+            z = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            if fine == finest:
+                del q_finest  # x is its only reference now: the fusion may write into it
+            fusion = self.fusions[key]
+            # A fusion that is observed (forward hooks: the head trace keeps its inputs) gets
+            # the plain call, which leaves them intact.
+            observed = fusion._forward_hooks or fusion._forward_pre_hooks
+            a = fusion(x, z) if observed else fusion.fuse_(x, z)
+            del x, z
+            yield a
 
     def fusion_pairs(self) -> List[Tuple[str, str, str]]:
         """[(name, coarse level, fine level)] of the fusions, top-down (coarsest pair first,
@@ -213,7 +241,9 @@ class RSPHead(nn.Module):
 
     def layers(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """(N, K, H_lowest, W_lowest) logits before upsampling."""
-        return self.predictor(self.aggregate(features)[0])
+        for a in self._top_down(features):
+            pass
+        return self.predictor(a)
 
     def losses(self, predictions: torch.Tensor, targets: torch.Tensor):
         if targets is None:
