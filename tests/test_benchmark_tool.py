@@ -5,7 +5,7 @@ file, so the tests also check that a section run keeps the sections it does not 
 import json
 
 import pytest
-from support.tools import run_script
+from support.tools import assert_clear_error, run_script
 from support.run_once import run_once
 
 from rsp_d2.layers.rse_cpp import HAS_CPP_EXT
@@ -92,3 +92,41 @@ def test_markdown_has_every_row(quick_report):
         assert f"| {row['setting']} | {row['label']} | {row['rse_impl']} |" in md
     assert md.count("**met**") + md.count("**NOT met**") == len(results["targets"])
     assert md.count("Measured ") == 3  # each section's own date and load
+
+
+def test_bfloat16_cases_run_in_bfloat16():
+    # --dtype bfloat16: the heads under autocast (their convolutions in bfloat16), the relation
+    # on bfloat16 inputs; float32 otherwise.
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from rsp_d2.analysis.benchmark_cases import build_case
+
+    class ConvDtypes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func.overloadpacket == torch.ops.aten.convolution:
+                self.dtypes.add(out.dtype)
+            return out
+
+    for dtype in ("float32", "bfloat16"):
+        for mode in ("inference", "train"):
+            run = build_case(dict(kind="head", head="rsp4", impl="auto", n=1, height=64,
+                                  width=64, mode=mode, dtype=dtype))
+            with ConvDtypes() as seen:
+                run()
+            assert seen.dtypes == {getattr(torch, dtype)}, (dtype, mode, seen.dtypes)
+    run = build_case(dict(kind="rse", impl="auto", n=1, m=4, c=8, h=6, w=7, k=3, mode="fwdbwd",
+                          dtype="bfloat16"))
+    run()  # bfloat16 inputs through impl="auto", forward and backward
+
+
+def test_bfloat16_refuses_the_deploy_section(tmp_path):
+    proc = run_script("tools/benchmark.py", "--quick", "--device", "cpu", "--dtype", "bfloat16",
+                      "--only", "deploy", "--out", tmp_path / "b.json")
+    assert_clear_error(proc, "--only deploy with --dtype bfloat16", "float32 ONNX")
+    assert not (tmp_path / "b.json").exists()

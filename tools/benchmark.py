@@ -33,22 +33,32 @@ HEAD_LABELS = {"semantic_fpn": "Semantic FPN", "baseline": "baseline (sum)", "rs
 # A case whose warm-up call takes longer than this gets only 3 timed repeats.
 SLOW_CASE_S = 3.0
 SECTIONS = ("rse", "heads", "deploy")
+DTYPES = ("float32", "bfloat16")
 # A COCO image at Detectron2's test size (shorter side 800), the Panoptic FPNs' input.
 PANOPTIC_SIZE = (800, 1216)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--out", default="docs/benchmarks.json", help="JSON output; the .md goes next to it")
+    p.add_argument("--out", default=None, help="JSON output; the .md goes next to it (default: "
+                   "docs/benchmarks.json, docs/benchmarks_bfloat16.json with --dtype bfloat16)")
     p.add_argument("--quick", action="store_true", help="small shapes, 1 repeat (smoke test)")
     p.add_argument("--repeats", type=int, default=7, help="timed calls per case (median reported)")
     p.add_argument("--train-batch", type=int, default=1, help="batch of the head training step")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help=f"one of {', '.join(DEVICES)} (default: cuda where visible)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                   help="measure these sections; the others are kept from an existing --out")
-    return p.parse_args(argv)
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=None,
+                   help="measure these sections; the others are kept from an existing --out "
+                   "(default: all; rse and heads with --dtype bfloat16)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="bfloat16: the heads under torch.autocast, the relation on bfloat16 inputs")
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = "docs/benchmarks.json" if args.dtype == "float32" else f"docs/benchmarks_{args.dtype}.json"
+    if args.only is None:
+        args.only = list(SECTIONS) if args.dtype == "float32" else ["rse", "heads"]
+    return args
 
 
 def interleaved(runs, repeats, device):
@@ -84,8 +94,8 @@ def rse_rows(args, device, impls):
     for label, shape in shapes:
         by_impl = {impl: dict(shape=label, impl=impl, k=7, **shape) for impl in impls}
         for mode in ("fwd", "fwdbwd"):
-            cases = [dict(kind="rse", impl=impl, mode=mode, k=7, device=device, **shape)
-                     for impl in impls]
+            cases = [dict(kind="rse", impl=impl, mode=mode, k=7, device=device,
+                          dtype=args.dtype, **shape) for impl in impls]
             for impl, (t, mem) in zip(impls, measure_group(cases, args.repeats, device)):
                 by_impl[impl][mode], by_impl[impl][f"{mode}_memory"] = t, mem
                 print(f"rse {label} {impl} {mode}: {t['median_ms']} ms, {mem}", flush=True)
@@ -126,7 +136,8 @@ def head_rows(args, device, auto_impl, impls):
                 heads.append(("rsp4", "chunked"))
             heads.append(("rsp4", "reference"))
         cases = [dict(kind="head", head=head, impl="auto" if impl == "-" else impl, mode=mode,
-                      n=n, height=height, width=width, device=device) for head, impl in heads]
+                      n=n, height=height, width=width, device=device, dtype=args.dtype)
+                 for head, impl in heads]
         torch.set_num_threads(n_threads)
         try:  # peak memory does not depend on the thread count: measured once
             measured = measure_group(cases, args.repeats, device, memory=n_threads == threads)
@@ -215,7 +226,9 @@ def _kept_sections(args):
         return {}
     with open(args.out) as f:
         old = json.load(f)
-    if old.get("settings", {}).get("quick") != args.quick:
+    old_settings = old.get("settings", {})
+    if (old_settings.get("quick") != args.quick
+            or old_settings.get("dtype", "float32") != args.dtype):
         return {}
     kept = {s: old[s] for s in SECTIONS if s in old and s not in args.only}
     old_runs = old.get("runs", {})
@@ -231,6 +244,9 @@ def main(argv=None):
     try:
         check_settings(out=args.out, device=args.device, repeats=args.repeats,
                        train_batch=args.train_batch, threads=args.threads)
+        if args.dtype != "float32" and "deploy" in args.only:
+            raise InputError(f"--only deploy with --dtype {args.dtype}: the deployment section "
+                             "measures float32 ONNX graphs; measure it without --dtype")
     except InputError as e:
         exit_with_error(e)
     if args.threads:
@@ -238,13 +254,15 @@ def main(argv=None):
     if args.quick:
         args.repeats = 1
     device = args.device
-    impls = available_rse_impls(torch.zeros(1, 1, 1, 1, device=device))  # in "auto" order
+    # in "auto" order, for the inputs the relation gets
+    impls = available_rse_impls(torch.zeros(1, 1, 1, 1, device=device, dtype=getattr(torch, args.dtype)))
     auto_impl = impls[0]
     results = _kept_sections(args)
     results.update(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
         machine=machine_info(device), load_average_start=load_average(),
-        settings=dict(quick=args.quick, repeats=args.repeats, train_batch=args.train_batch),
+        settings=dict(quick=args.quick, repeats=args.repeats, train_batch=args.train_batch,
+                      dtype=args.dtype),
         memory_method=(
             "one call in a fresh process per case (forked from a server that only imported the "
             "modules), after the inputs/model exist and a tiny warm-up call: "

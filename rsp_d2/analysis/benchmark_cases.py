@@ -4,6 +4,9 @@ can rebuild them): the RSE operation alone, and whole segmentation heads on rand
 RSE spec: {"kind": "rse", "impl", "n", "m", "c", "h", "w", "k", "mode": "fwd" | "fwdbwd"}.
 Head spec: {"kind": "head", "head": one of HEADS, "impl", "n", "height", "width",
 "mode": "inference" | "train"}; "train" is forward + loss + backward of the head.
+Both take an optional "dtype" ("float32" default, "bfloat16"): the relation's inputs in that
+dtype; the head run under ``torch.autocast`` to it (weights and inputs stay float32, as in
+mixed-precision training and inference).
 """
 from typing import Callable, Dict
 
@@ -52,8 +55,9 @@ def _rse_case(spec: Dict, device) -> Callable[[], None]:
     q = torch.randn(n, m, h, w, generator=g) * m ** -0.5
     key, v = torch.randn(n, m, h, w, generator=g), torch.randn(n, c, h, w, generator=g)
     pos = torch.randn(k * k, m, generator=g) * 0.1
-    inputs = [t.to(device).requires_grad_(grad) for t in (q, key, v, pos)]
-    grad_out = torch.randn(n, c, h, w, generator=g).to(device)
+    dtype = getattr(torch, spec.get("dtype", "float32"))
+    inputs = [t.to(device, dtype).requires_grad_(grad) for t in (q, key, v, pos)]
+    grad_out = torch.randn(n, c, h, w, generator=g).to(device, dtype)
 
     def run():
         if not grad:
@@ -74,11 +78,13 @@ def _head_case(spec: Dict, device) -> Callable[[], None]:
     features = {f: torch.randn(n, s.channels, -(-height // s.stride), -(-width // s.stride),
                                device=device)
                 for f, s in fpn_shapes(HEADS[spec["head"]][0]).items()}
+    dtype = getattr(torch, spec.get("dtype", "float32"))
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
     if spec["mode"] == "inference":
         head.eval()
 
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), autocast:
                 head(features)
         return run
 
@@ -87,7 +93,8 @@ def _head_case(spec: Dict, device) -> Callable[[], None]:
 
     def run():
         head.zero_grad(set_to_none=True)
-        _, losses = head(features, targets)
+        with autocast:
+            _, losses = head(features, targets)
         losses["loss_sem_seg"].backward()
     return run
 

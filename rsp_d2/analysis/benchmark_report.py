@@ -77,7 +77,12 @@ def render_markdown(results: Dict) -> str:
         "",
         "Written by `tools/benchmark.py`" + (" --quick (smoke run: small shapes, 1 repeat; "
                                              "not meaningful numbers)" if s["quick"] else "")
-        + f" on {results['date']}. Regenerate with `python tools/benchmark.py`.",
+        + f" on {results['date']}. Regenerate with `python tools/benchmark.py"
+        + ("" if s.get("dtype", "float32") == "float32" else f" --dtype {s['dtype']}") + "`.",
+        *([] if s.get("dtype", "float32") == "float32" else [
+            "", f"**{s['dtype']}**: the heads run under `torch.autocast` to {s['dtype']} (weights "
+            f"and inputs in float32), the relation on {s['dtype']} inputs. Without native "
+            f"{s['dtype']} instructions (see the CPU's ISA below) the CPU emulates it, slowly."]),
         "",
         "## Machine",
         "",

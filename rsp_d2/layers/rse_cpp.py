@@ -1,10 +1,10 @@
 """The RSE relation (Eq. 1-3) as fused C++ loops (the extension ``rsp_d2._C``): ``impl="cpp"``.
 
 The loops (rsp_d2/layers/csrc/rse_cpp.cpp, compiled by setup.py as ``rsp_d2._C``) make one
-pass over the output rows per step, with the k*k window offsets innermost, so each row's
-neighbourhood stays in cache; the torch ops of ``chunked`` instead stream the whole band
-through memory once per offset. Three steps forward and four backward, each one C++ call or
-one torch op:
+pass over the output rows per step, summing a register-wide block of pixels over the window
+and the channels in registers, on maps copied with a zero border (no bounds tests); the torch
+ops of ``chunked`` instead stream the whole band through memory once per offset. Three steps
+forward and four backward, each one C++ call or one torch op:
 
     logits  = window_dot(q, k, pos)            (N, G, k*k, H, W), -inf off the map    Eq. 2-3
     w       = softmax(logits, dim=2)                                                  Eq. 2

@@ -1,14 +1,12 @@
 // Fused CPU loops of the RSE relation (Eq. 1-3 of the paper), used by rsp_d2/layers/rse_cpp.py.
 //
 // Three window primitives on contiguous head-split maps, each a single pass over the output
-// rows (threads split the rows; a row's work touches only the 2r*dilation+1 input rows around
-// it, which stay in cache across the k*k window offsets). Everything vectorizes along a row
-// (the W axis, contiguous in NCHW), so no transpose to channels-last is needed:
+// rows (threads split the rows). Everything vectorizes along a row (the W axis, contiguous in
+// NCHW), so no transpose to channels-last is needed:
 //
 //   window_dot(a, b, bias, fill)   out[o, i, j] = sum_d a[d, i, j] * (b[d, i+dy_o, j+dx_o] + bias[o, d])
-//                                  (fill where the neighbour is off the map): the logits of Eq. 2-3;
-//                                  given the softmax weights, dL/dw followed by the softmax's
-//                                  backward, dL/dlogits, on each row while it is in cache.
+//                                  (fill where the neighbour is off the map): the logits of Eq. 2-3,
+//                                  and, given the softmax weights, dL/dlogits in backward.
 //   window_gather(w, b, bias)      out[d, i, j] = sum_o w[o, i, j] * (b[d, i+dy_o, j+dx_o] + bias[o, d])
 //                                  over on-map neighbours: the aggregation of Eq. 1, and dL/dq.
 //   window_scatter(w, a)           out[d, i, j] = sum_o w[o, i-dy_o, j-dx_o] * a[d, i-dy_o, j-dx_o]:
@@ -16,13 +14,27 @@
 //                                  gather so that threads never write the same pixel.
 //
 // Shapes: a, b: (N, G, D, H, W); w, out of window_dot: (N, G, K*K, H, W); bias: (K*K, G, D).
+//
+// How the loops are laid out (why they are fast on maps of any width):
+// - The maps read at a neighbour are first copied into a zero border (padded) map, so the
+//   inner loops have no bounds tests: an off-map neighbour reads zeros, and contributes
+//   nothing because its weight is zero too (window_dot writes `fill` there afterwards).
+// - A block of output pixels of one row (one SIMD register wide) keeps its sums in registers
+//   across the whole reduction: up to 8 window columns per register set in window_dot (one
+//   load of a[d] serves all of them), 8 channels in window_gather/scatter (one load of the
+//   weight serves all of them). Each multiply-add then costs about one load and no store.
+// - The bias term (the position embedding of Eq. 3) is a matrix product over the channels,
+//   done by torch (BLAS) into the output before the loops add the rest.
+//
 // On x86-64 with GCC the loops are compiled three times, for AVX-512F, for AVX2+FMA and for the
-// baseline ISA, and the CPU's features pick at run time (isa="auto"), so one build runs
-// everywhere at the width of the machine (other compilers/CPUs get the baseline loops: correct,
-// not tuned). FMA builds round a*b+c once, so the last bits of results differ between ISAs.
+// baseline ISA (SSE2), and the CPU's features pick one at run time (`isa="auto"`), so one
+// build runs everywhere at the width of the machine. Other compilers/CPUs get the baseline
+// loops (GCC/Clang vector extensions, 16-byte vectors). FMA builds round a*b+c once, so the
+// last bits of results differ between the ISAs.
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -39,25 +51,167 @@ namespace {
 #define RSP_INLINE inline
 #endif
 
+// Widest register, in lanes of float; the padded maps' rows are a multiple of it.
+constexpr int64_t kMaxFloatLanes = 16;
+// Window columns (window_dot) and channels (window_gather/scatter) summed per register set.
+constexpr int kBlock = 8;
+
+template <typename T, int BYTES>
+struct VecOf {
+  typedef T type __attribute__((vector_size(BYTES)));
+};
+
+// Unaligned vector load/store of the first n lanes (kFull: all of them, one instruction); the
+// lanes past n load as zero and are not stored.
+template <typename V, bool kFull = true, typename T>
+RSP_INLINE V load(const T* p, int n = 0) {
+  V v = {};
+  std::memcpy(&v, p, kFull ? sizeof(V) : n * sizeof(T));
+  return v;
+}
+
+template <bool kFull = true, typename V, typename T>
+RSP_INLINE void store(T* p, const V& v, int n = 0) {
+  std::memcpy(p, &v, kFull ? sizeof(V) : n * sizeof(T));
+}
+
 struct Geometry {
   int64_t N, G, D, H, W, K, dilation;
   int64_t KK() const { return K * K; }
   int64_t r() const { return K / 2; }
+  int64_t R() const { return r() * dilation; }  // the border of the padded maps
+  int64_t Hp() const { return H + 2 * R(); }
+  int64_t Wp() const { return (W + kMaxFloatLanes - 1) / kMaxFloatLanes * kMaxFloatLanes + 2 * R(); }
   int64_t dy(int64_t o) const { return (o / K - r()) * dilation; }
   int64_t dx(int64_t o) const { return (o % K - r()) * dilation; }
 };
 
-// One output row (n, g, i) of window_dot. Loop order: window row (dy), channel, window column
-// (dx), pixel: the k output rows of one dy and the two input rows of one channel stay in L1
-// while the k column offsets reuse them.
+// Scratch of one thread: register-wide columns of the maps a block of pixels reads many
+// times, copied out of the (N, G, *, H, W) maps once. In those maps the channels (or window
+// offsets) of one pixel lie H*W apart, a power of two for typical sizes, so they all fall in
+// one set of the L1 cache and evict each other; the copies are contiguous.
 template <typename T>
-RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* b, const T* bias, T fill,
-                        const T* smw, T* out, int64_t ng, int64_t i, std::vector<T>& total) {
-  const int64_t HW = s.H * s.W, g = ng % s.G;
-  const T* a0 = a + ng * s.D * HW + i * s.W;
-  const T* b0 = b + ng * s.D * HW;
-  T* out0 = out + ng * s.KK() * HW + i * s.W;
-  for (int64_t o = 0; o < s.KK(); ++o) {  // fill off-map entries, zero the rest
+struct Scratch {
+  std::vector<T> column;  // (D and/or K*K) x lanes
+  std::vector<T> sums;    // K*K x lanes: window_dot's outputs for the block
+  std::vector<const T*> rows;
+};
+
+// out[t] += sum_d a[d] * b[d * b_step + t * dil] for t < KB, each a register of pixels:
+// KB window columns of one window row, summed in registers across the channel loop.
+template <typename T, int BYTES, int KB>
+RSP_INLINE void dot_block(const T* a, const T* b, int64_t b_step, int64_t D, int64_t dil,
+                          T* out) {
+  using V = typename VecOf<T, BYTES>::type;
+  constexpr int L = BYTES / sizeof(T);
+  V acc[KB];
+  for (int t = 0; t < KB; ++t) acc[t] = load<V>(out + t * L);
+  for (int64_t d = 0; d < D; ++d) {
+    const V av = load<V>(a + d * L);
+    const T* bd = b + d * b_step;  // padded: whole registers are ours
+    for (int t = 0; t < KB; ++t) acc[t] += av * load<V>(bd + t * dil);
+  }
+  for (int t = 0; t < KB; ++t) store(out + t * L, acc[t]);
+}
+
+// out[t * out_step] (+)= sum_o w[o] * b[o][t * b_step] for t < KB channels, each a register of
+// pixels (the first n stored): the weight of each window offset, loaded once, serves the KB
+// channels summed in registers.
+template <typename T, int BYTES, int KB, bool kFull>
+RSP_INLINE void gather_block(const T* w, const T* const* b, int64_t n_o, int64_t b_step,
+                             T* out, int64_t out_step, int n, bool accumulate) {
+  using V = typename VecOf<T, BYTES>::type;
+  constexpr int L = BYTES / sizeof(T);
+  V acc[KB];
+  for (int t = 0; t < KB; ++t) acc[t] = accumulate ? load<V, kFull>(out + t * out_step, n) : V{};
+  for (int64_t o = 0; o < n_o; ++o) {
+    const V wv = load<V>(w + o * L);
+    const T* bo = b[o];
+    for (int t = 0; t < KB; ++t) acc[t] += wv * load<V>(bo + t * b_step);
+  }
+  for (int t = 0; t < KB; ++t) store<kFull>(out + t * out_step, acc[t], n);
+}
+
+// Copies rows x (n of L lanes, the rest zero) from src (rows src_step apart) to dst (L apart).
+template <typename T, int BYTES>
+RSP_INLINE void copy_column(const T* src, int64_t src_step, int64_t rows, int n, T* dst) {
+  using V = typename VecOf<T, BYTES>::type;
+  constexpr int L = BYTES / sizeof(T);
+  if (n == L) {
+    for (int64_t r = 0; r < rows; ++r) store(dst + r * L, load<V>(src + r * src_step));
+  } else {
+    for (int64_t r = 0; r < rows; ++r) store(dst + r * L, load<V, false>(src + r * src_step, n));
+  }
+}
+
+// Calls body(std::integral_constant<int, count>()) for count in 1..kBlock.
+template <typename Body>
+RSP_INLINE void with_block(int count, const Body& body) {
+  switch (count) {
+    case 1: return body(std::integral_constant<int, 1>());
+    case 2: return body(std::integral_constant<int, 2>());
+    case 3: return body(std::integral_constant<int, 3>());
+    case 4: return body(std::integral_constant<int, 4>());
+    case 5: return body(std::integral_constant<int, 5>());
+    case 6: return body(std::integral_constant<int, 6>());
+    case 7: return body(std::integral_constant<int, 7>());
+    default: return body(std::integral_constant<int, 8>());
+  }
+}
+
+// One output row (n, g, i) of window_dot. bp is b padded by R (Geometry::Hp/Wp). `accumulate`:
+// out already holds the bias term. smw: the softmax weights, for the backward form.
+template <typename T, int BYTES>
+RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, bool accumulate, T fill,
+                        const T* smw, T* out, int64_t ng, int64_t i, Scratch<T>& scratch) {
+  using V = typename VecOf<T, BYTES>::type;
+  constexpr int L = BYTES / sizeof(T);
+  const int64_t HW = s.H * s.W, Wp = s.Wp(), HWp = s.Hp() * Wp, R = s.R(), KK = s.KK();
+  const T* b0 = bp + ng * s.D * HWp;
+  T* out0 = out + ng * KK * HW + i * s.W;
+  const T* w0 = smw ? smw + ng * KK * HW + i * s.W : nullptr;
+  scratch.column.resize((s.D + KK) * L);
+  scratch.sums.resize(KK * L);
+  T* a_col = scratch.column.data();
+  T* w_col = a_col + s.D * L;
+  T* sums = scratch.sums.data();
+  for (int64_t j = 0; j < s.W; j += L) {
+    const int n = static_cast<int>(std::min<int64_t>(L, s.W - j));
+    copy_column<T, BYTES>(a + ng * s.D * HW + i * s.W + j, HW, s.D, n, a_col);
+    if (accumulate) {
+      copy_column<T, BYTES>(out0 + j, HW, KK, n, sums);
+    } else {
+      std::fill(sums, sums + KK * L, T(0));
+    }
+    for (int64_t ky = 0; ky < s.K; ++ky) {
+      const int64_t ii = i + s.dy(ky * s.K);
+      if (ii < 0 || ii >= s.H) continue;  // filled below
+      for (int64_t kx0 = 0; kx0 < s.K; kx0 += kBlock) {
+        const T* b = b0 + (ii + R) * Wp + R + j + (kx0 - s.r()) * s.dilation;
+        with_block(static_cast<int>(std::min<int64_t>(kBlock, s.K - kx0)), [&](auto kb) {
+          dot_block<T, BYTES, decltype(kb)::value>(a_col, b, HWp, s.D, s.dilation,
+                                                   sums + (ky * s.K + kx0) * L);
+        });
+      }
+    }
+    if (w0) {
+      // The softmax's backward over the window (Eq. 2), in place of dL/dw:
+      // dlogit_o = w_o * (dw_o - sum_o' w_o' dw_o'). Off-map entries have w_o = 0.
+      copy_column<T, BYTES>(w0 + j, HW, KK, n, w_col);
+      V total = {};
+      for (int64_t o = 0; o < KK; ++o) total += load<V>(w_col + o * L) * load<V>(sums + o * L);
+      for (int64_t o = 0; o < KK; ++o)
+        store(sums + o * L, load<V>(w_col + o * L) * (load<V>(sums + o * L) - total));
+    }
+    for (int64_t o = 0; o < KK; ++o) {
+      if (n == L) {
+        store(out0 + o * HW + j, load<V>(sums + o * L));
+      } else {
+        store<false>(out0 + o * HW + j, load<V>(sums + o * L), n);
+      }
+    }
+  }
+  for (int64_t o = 0; o < KK; ++o) {  // off-map neighbours
     const int64_t ii = i + s.dy(o), dx = s.dx(o);
     const int64_t j0 = std::max<int64_t>(0, -dx), j1 = std::min<int64_t>(s.W, s.W - dx);
     T* row = out0 + o * HW;
@@ -66,123 +220,103 @@ RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* b, const T* bias
       continue;
     }
     std::fill(row, row + j0, fill);
-    std::fill(row + j0, row + j1, T(0));
     std::fill(row + j1, row + s.W, fill);
   }
-  for (int64_t ky = 0; ky < s.K; ++ky) {
-    const int64_t ii = i + s.dy(ky * s.K);
+}
+
+// One output row (n, g, i) of window_gather (scatter = false) or window_scatter (true).
+// bp: b padded by R. w: the weights, unpadded for gather (read at (i, j)), padded for scatter
+// (read at the neighbour (i - dy, j - dx)).
+template <typename T, int BYTES>
+RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scatter,
+                           bool accumulate, T* out, int64_t ng, int64_t i, Scratch<T>& scratch) {
+  constexpr int L = BYTES / sizeof(T);
+  const int64_t HW = s.H * s.W, Wp = s.Wp(), HWp = s.Hp() * Wp, R = s.R(), KK = s.KK();
+  const int sign = scatter ? -1 : 1;
+  scratch.rows.resize(3 * KK);
+  const T** w_rows = scratch.rows.data();
+  const T** b_rows = w_rows + KK;
+  const T** b_at = b_rows + KK;
+  int64_t n_o = 0;  // the offsets whose neighbour row is on the map
+  for (int64_t o = 0; o < KK; ++o) {
+    const int64_t ii = i + sign * s.dy(o), dx = sign * s.dx(o);
     if (ii < 0 || ii >= s.H) continue;
-    for (int64_t d = 0; d < s.D; ++d) {
-      const T* __restrict__ ar = a0 + d * HW;
-      const T* brow = b0 + d * HW + ii * s.W;
-      for (int64_t kx = 0; kx < s.K; ++kx) {
-        const int64_t o = ky * s.K + kx, dx = s.dx(o);
-        const int64_t j0 = std::max<int64_t>(0, -dx), j1 = std::min<int64_t>(s.W, s.W - dx);
-        T* __restrict__ acc = out0 + o * HW;
-        const T* __restrict__ br = brow + dx;
-        if (bias) {
-          const T bd = bias[(o * s.G + g) * s.D + d];
-          for (int64_t j = j0; j < j1; ++j) acc[j] += ar[j] * (br[j] + bd);
-        } else {
-          for (int64_t j = j0; j < j1; ++j) acc[j] += ar[j] * br[j];
-        }
-      }
-    }
+    b_rows[n_o] = bp + ng * s.D * HWp + (ii + R) * Wp + R + dx;
+    w_rows[n_o] = scatter ? w + (ng * KK + o) * HWp + (ii + R) * Wp + R + dx
+                          : w + (ng * KK + o) * HW + i * s.W;
+    ++n_o;
   }
-  if (!smw) return;
-  // The softmax's backward over the window (Eq. 2), in place of dL/dw while the row's k*k
-  // outputs are in cache: dlogit_o = w_o * (dw_o - sum_o' w_o' dw_o'). Off-map w_o = 0.
-  const T* w0 = smw + ng * s.KK() * HW + i * s.W;
-  total.assign(s.W, T(0));
-  T* __restrict__ tot = total.data();
-  for (int64_t o = 0; o < s.KK(); ++o) {
-    const T* __restrict__ wr = w0 + o * HW;
-    const T* __restrict__ dw = out0 + o * HW;
-    for (int64_t j = 0; j < s.W; ++j) tot[j] += wr[j] * dw[j];
-  }
-  for (int64_t o = 0; o < s.KK(); ++o) {
-    const T* __restrict__ wr = w0 + o * HW;
-    T* __restrict__ dw = out0 + o * HW;
-    for (int64_t j = 0; j < s.W; ++j) dw[j] = wr[j] * (dw[j] - tot[j]);
-  }
-}
-
-// Channels of window_gather/scatter accumulated together: their output rows stay in L1 while
-// each weight row, read once from L2, serves all of them.
-constexpr int64_t kChannelBlock = 8;
-
-// One output row (n, g, i) of window_gather (sign = +1) or window_scatter (sign = -1). With
-// sign = -1 the weights are read at the neighbour (i - dy, j - dx) instead of at (i, j).
-template <typename T>
-RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* b, const T* bias, int sign,
-                           T* out, int64_t ng, int64_t i) {
-  const int64_t HW = s.H * s.W, g = ng % s.G;
-  const T* w0 = w + ng * s.KK() * HW;
-  const T* b0 = b + ng * s.D * HW;
   T* out0 = out + ng * s.D * HW + i * s.W;
-  for (int64_t d0 = 0; d0 < s.D; d0 += kChannelBlock) {
-    const int64_t d1 = std::min(s.D, d0 + kChannelBlock);
-    for (int64_t d = d0; d < d1; ++d) std::fill(out0 + d * HW, out0 + d * HW + s.W, T(0));
-    for (int64_t o = 0; o < s.KK(); ++o) {
-      const int64_t ii = i + sign * s.dy(o), dx = sign * s.dx(o);
-      const int64_t j0 = std::max<int64_t>(0, -dx), j1 = std::min<int64_t>(s.W, s.W - dx);
-      if (ii < 0 || ii >= s.H || j0 >= j1) continue;
-      const T* __restrict__ wr = w0 + o * HW + (sign < 0 ? ii * s.W + dx : i * s.W);
-      for (int64_t d = d0; d < d1; ++d) {
-        T* __restrict__ acc = out0 + d * HW;
-        const T* __restrict__ br = b0 + d * HW + ii * s.W + dx;
-        if (bias) {
-          const T bd = bias[(o * s.G + g) * s.D + d];
-          for (int64_t j = j0; j < j1; ++j) acc[j] += wr[j] * (br[j] + bd);
-        } else {
-          for (int64_t j = j0; j < j1; ++j) acc[j] += wr[j] * br[j];
-        }
-      }
+  // The row's weights, [pixel block][offset][lane], read once; then one block of channels at a
+  // time over the whole row, so that its neighbour rows of b stay in L1 across the blocks.
+  const int64_t blocks = (s.W + L - 1) / L;
+  scratch.column.resize(blocks * n_o * L);
+  T* w_cols = scratch.column.data();
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    const int n = static_cast<int>(std::min<int64_t>(L, s.W - jb * L));
+    for (int64_t o = 0; o < n_o; ++o)
+      copy_column<T, BYTES>(w_rows[o] + jb * L, 0, 1, n, w_cols + (jb * n_o + o) * L);
+  }
+  for (int64_t d0 = 0; d0 < s.D; d0 += kBlock) {
+    for (int64_t jb = 0; jb < blocks; ++jb) {
+      const int64_t j = jb * L;
+      const int n = static_cast<int>(std::min<int64_t>(L, s.W - j));
+      for (int64_t o = 0; o < n_o; ++o) b_at[o] = b_rows[o] + d0 * HWp + j;
+      with_block(static_cast<int>(std::min<int64_t>(kBlock, s.D - d0)), [&](auto kb) {
+        constexpr int KB = decltype(kb)::value;
+        T* o = out0 + d0 * HW + j;
+        const T* w_col = w_cols + jb * n_o * L;
+        if (n == L)
+          gather_block<T, BYTES, KB, true>(w_col, b_at, n_o, HWp, o, HW, n, accumulate);
+        else
+          gather_block<T, BYTES, KB, false>(w_col, b_at, n_o, HWp, o, HW, n, accumulate);
+      });
     }
   }
 }
 
-template <typename T>
-RSP_INLINE void dot_rows(const Geometry& s, const T* a, const T* b, const T* bias, T fill,
+// The loops of one ISA over the rows [begin, end) of all (n, g) maps.
+template <typename T, int BYTES>
+RSP_INLINE void dot_rows(const Geometry& s, const T* a, const T* bp, bool accumulate, T fill,
                          const T* smw, T* out, int64_t begin, int64_t end) {
-  std::vector<T> total;
+  Scratch<T> scratch;
   for (int64_t r = begin; r < end; ++r)
-    dot_row(s, a, b, bias, fill, smw, out, r / s.H, r % s.H, total);
+    dot_row<T, BYTES>(s, a, bp, accumulate, fill, smw, out, r / s.H, r % s.H, scratch);
 }
 
-template <typename T>
-RSP_INLINE void gather_rows(const Geometry& s, const T* w, const T* b, const T* bias, int sign,
-                            T* out, int64_t begin, int64_t end) {
-  for (int64_t r = begin; r < end; ++r) gather_row(s, w, b, bias, sign, out, r / s.H, r % s.H);
+template <typename T, int BYTES>
+RSP_INLINE void gather_rows(const Geometry& s, const T* w, const T* bp, bool scatter,
+                            bool accumulate, T* out, int64_t begin, int64_t end) {
+  Scratch<T> scratch;
+  for (int64_t r = begin; r < end; ++r)
+    gather_row<T, BYTES>(s, w, bp, scatter, accumulate, out, r / s.H, r % s.H, scratch);
 }
 
-// The ISAs the loops are compiled for, widest first.
+// The ISAs the loops are compiled for, widest first; sizeof(float) * lanes = vector bytes.
 enum class Isa { kAvx512, kAvx2, kBaseline };
 
 #if RSP_X86_DISPATCH
-// The same loops compiled for AVX-512F and for AVX2 + FMA (the always-inline templates take the
-// caller's ISA).
-#define RSP_AVX512 __attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
+#define RSP_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define RSP_AVX2 __attribute__((target("avx2,fma")))
 template <typename T>
-RSP_AVX512 void dot_rows_avx512(const Geometry& s, const T* a, const T* b, const T* bias, T fill,
+RSP_AVX512 void dot_rows_avx512(const Geometry& s, const T* a, const T* bp, bool acc, T fill,
                                 const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T>(s, a, b, bias, fill, smw, out, begin, end);
+  dot_rows<T, 64>(s, a, bp, acc, fill, smw, out, begin, end);
 }
 template <typename T>
-RSP_AVX2 void dot_rows_avx2(const Geometry& s, const T* a, const T* b, const T* bias, T fill,
+RSP_AVX2 void dot_rows_avx2(const Geometry& s, const T* a, const T* bp, bool acc, T fill,
                             const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T>(s, a, b, bias, fill, smw, out, begin, end);
+  dot_rows<T, 32>(s, a, bp, acc, fill, smw, out, begin, end);
 }
 template <typename T>
-RSP_AVX512 void gather_rows_avx512(const Geometry& s, const T* w, const T* b, const T* bias,
-                                   int sign, T* out, int64_t begin, int64_t end) {
-  gather_rows<T>(s, w, b, bias, sign, out, begin, end);
+RSP_AVX512 void gather_rows_avx512(const Geometry& s, const T* w, const T* bp, bool scatter,
+                                   bool acc, T* out, int64_t begin, int64_t end) {
+  gather_rows<T, 64>(s, w, bp, scatter, acc, out, begin, end);
 }
 template <typename T>
-RSP_AVX2 void gather_rows_avx2(const Geometry& s, const T* w, const T* b, const T* bias, int sign,
-                               T* out, int64_t begin, int64_t end) {
-  gather_rows<T>(s, w, b, bias, sign, out, begin, end);
+RSP_AVX2 void gather_rows_avx2(const Geometry& s, const T* w, const T* bp, bool scatter,
+                               bool acc, T* out, int64_t begin, int64_t end) {
+  gather_rows<T, 32>(s, w, bp, scatter, acc, out, begin, end);
 }
 #endif
 
@@ -236,13 +370,15 @@ std::vector<std::string> available_isas() {
 // (torch.get_num_threads()). Plain threads: the torch wheel's OpenMP runtime is not ours to
 // link, and a handful of calls per forward makes thread start-up (tens of us) negligible.
 // fn must not throw (the callers check their arguments before).
+constexpr int64_t kMinWorkPerThread = 1 << 22;
+
 template <typename Fn>
 void parallel_rows(int64_t rows, int64_t work_per_row, const Fn& fn) {
   if (rows <= 0) return;
   int64_t threads = at::get_num_threads();
-  // Starting and joining a thread takes up to ~0.1 ms: below a few million multiply-adds (a
-  // fraction of a millisecond) a thread costs more than it saves.
-  threads = std::min<int64_t>(threads, rows * work_per_row / (int64_t(1) << 22));
+  // Starting and joining a thread takes up to ~0.1 ms; below a few million multiply-adds
+  // (a fraction of a millisecond) a thread costs more than it saves.
+  threads = std::min<int64_t>(threads, rows * work_per_row / kMinWorkPerThread);
   threads = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
   const int64_t step = (rows + threads - 1) / threads;
   std::vector<std::thread> pool;
@@ -262,6 +398,8 @@ void parallel_rows(int64_t rows, int64_t work_per_row, const Fn& fn) {
 
 Geometry geometry(const at::Tensor& maps, int64_t kernel_size, int64_t dilation) {
   TORCH_CHECK(maps.dim() == 5, "rse_cpp: expected (N, G, D, H, W), got ", maps.sizes());
+  TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1 && dilation >= 1,
+              "rse_cpp: kernel_size must be odd and positive, dilation positive");
   return Geometry{maps.size(0), maps.size(1), maps.size(2), maps.size(3), maps.size(4),
                   kernel_size, dilation};
 }
@@ -271,12 +409,28 @@ void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
               "rse_cpp: ", name, " must be a contiguous CPU tensor of ", like.scalar_type());
 }
 
-const void* bias_ptr(const std::optional<at::Tensor>& bias, const at::Tensor& like,
-                     const Geometry& s) {
-  if (!bias.has_value()) return nullptr;
-  check(*bias, like, "bias");
-  TORCH_CHECK(bias->numel() == s.KK() * s.G * s.D, "rse_cpp: bias must be (K*K, G, D)");
-  return bias->data_ptr();
+void check_weights(const at::Tensor& w, const at::Tensor& like, const Geometry& s,
+                   const char* name) {
+  check(w, like, name);
+  TORCH_CHECK(w.dim() == 5 && w.size(0) == s.N && w.size(1) == s.G && w.size(2) == s.KK() &&
+                  w.size(3) == s.H && w.size(4) == s.W,
+              "rse_cpp: ", name, " must be (N, G, K*K, H, W), got ", w.sizes());
+}
+
+// (N, G, C, H, W) -> (N, G, C, Hp, Wp) with a zero border: R on top, left and bottom, and on
+// the right R plus the rounding of W up to whole registers.
+at::Tensor padded(const at::Tensor& t, const Geometry& s) {
+  const int64_t R = s.R();
+  return at::constant_pad_nd(t, {R, s.Wp() - s.W - R, R, R}, 0).contiguous();
+}
+
+// The bias (K*K, G, D), checked, as (G, K*K, D) for window_dot or (G, D, K*K) for gather.
+at::Tensor bias_matrix(const at::Tensor& bias, const at::Tensor& like, const Geometry& s,
+                       bool transposed) {
+  check(bias, like, "bias");
+  TORCH_CHECK(bias.numel() == s.KK() * s.G * s.D, "rse_cpp: bias must be (K*K, G, D)");
+  const at::Tensor b = bias.reshape({s.KK(), s.G, s.D});
+  return transposed ? b.permute({1, 2, 0}) : b.permute({1, 0, 2});
 }
 
 at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
@@ -287,19 +441,19 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
   check(a, a, "a");
   check(b, a, "b");
   TORCH_CHECK(a.sizes() == b.sizes(), "rse_cpp: window_dot needs a and b of one shape");
-  if (softmax_weights.has_value()) {
-    const at::Tensor& w = *softmax_weights;
-    check(w, a, "softmax_weights");
-    TORCH_CHECK(w.dim() == 5 && w.size(0) == s.N && w.size(1) == s.G && w.size(2) == s.KK() &&
-                    w.size(3) == s.H && w.size(4) == s.W,
-                "rse_cpp: softmax_weights must be (N, G, K*K, H, W), got ", w.sizes());
-  }
+  if (softmax_weights.has_value()) check_weights(*softmax_weights, a, s, "softmax_weights");
   const Isa which = parse_isa(isa);
-  at::Tensor out = at::empty({s.N, s.G, s.KK(), s.H, s.W}, a.options());
-  const void* bp = bias_ptr(bias, a, s);
+  at::Tensor out;
+  if (bias.has_value()) {  // sum_d a[d] bias[o, d] for every pixel: (G, KK, D) @ (N, G, D, HW)
+    out = at::matmul(bias_matrix(*bias, a, s, false), a.reshape({s.N, s.G, s.D, s.H * s.W}))
+              .reshape({s.N, s.G, s.KK(), s.H, s.W}).contiguous();
+  } else {
+    out = at::empty({s.N, s.G, s.KK(), s.H, s.W}, a.options());
+  }
+  const bool accumulate = bias.has_value();
+  const at::Tensor bp = padded(b, s);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "window_dot", [&] {
-    const scalar_t *ap = a.data_ptr<scalar_t>(), *bb = b.data_ptr<scalar_t>();
-    const scalar_t* biasp = static_cast<const scalar_t*>(bp);
+    const scalar_t *ap = a.data_ptr<scalar_t>(), *bb = bp.data_ptr<scalar_t>();
     const scalar_t* smw = softmax_weights.has_value() ? softmax_weights->data_ptr<scalar_t>()
                                                       : nullptr;
     scalar_t* op = out.data_ptr<scalar_t>();
@@ -307,11 +461,11 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
       if (which == Isa::kAvx512)
-        return dot_rows_avx512<scalar_t>(s, ap, bb, biasp, f, smw, op, begin, end);
+        return dot_rows_avx512<scalar_t>(s, ap, bb, accumulate, f, smw, op, begin, end);
       if (which == Isa::kAvx2)
-        return dot_rows_avx2<scalar_t>(s, ap, bb, biasp, f, smw, op, begin, end);
+        return dot_rows_avx2<scalar_t>(s, ap, bb, accumulate, f, smw, op, begin, end);
 #endif
-      dot_rows<scalar_t>(s, ap, bb, biasp, f, smw, op, begin, end);
+      dot_rows<scalar_t, 16>(s, ap, bb, accumulate, f, smw, op, begin, end);
     });
   });
   return out;
@@ -319,28 +473,32 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
 
 at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
                               const std::optional<at::Tensor>& bias, int64_t kernel_size,
-                              int64_t dilation, int sign, const std::string& isa) {
+                              int64_t dilation, bool scatter, const std::string& isa) {
   const Geometry s = geometry(b, kernel_size, dilation);
-  const Isa which = parse_isa(isa);
   check(b, b, "b");
-  check(w, b, "w");
-  TORCH_CHECK(w.dim() == 5 && w.size(0) == s.N && w.size(1) == s.G && w.size(2) == s.KK() &&
-                  w.size(3) == s.H && w.size(4) == s.W,
-              "rse_cpp: weights must be (N, G, K*K, H, W), got ", w.sizes());
-  at::Tensor out = at::empty_like(b);
-  const void* bp = bias_ptr(bias, b, s);
+  check_weights(w, b, s, "w");
+  const Isa which = parse_isa(isa);
+  at::Tensor out;
+  if (bias.has_value()) {  // sum_o w[o] bias[o, d] for every pixel: (G, D, KK) @ (N, G, KK, HW)
+    out = at::matmul(bias_matrix(*bias, b, s, true), w.reshape({s.N, s.G, s.KK(), s.H * s.W}))
+              .reshape(b.sizes()).contiguous();
+  } else {
+    out = at::empty_like(b);
+  }
+  const bool accumulate = bias.has_value();
+  const at::Tensor bp = padded(b, s);
+  const at::Tensor wp = scatter ? padded(w, s) : w;
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "window_gather", [&] {
-    const scalar_t *wp = w.data_ptr<scalar_t>(), *bb = b.data_ptr<scalar_t>();
-    const scalar_t* biasp = static_cast<const scalar_t*>(bp);
+    const scalar_t *ww = wp.data_ptr<scalar_t>(), *bb = bp.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
       if (which == Isa::kAvx512)
-        return gather_rows_avx512<scalar_t>(s, wp, bb, biasp, sign, op, begin, end);
+        return gather_rows_avx512<scalar_t>(s, ww, bb, scatter, accumulate, op, begin, end);
       if (which == Isa::kAvx2)
-        return gather_rows_avx2<scalar_t>(s, wp, bb, biasp, sign, op, begin, end);
+        return gather_rows_avx2<scalar_t>(s, ww, bb, scatter, accumulate, op, begin, end);
 #endif
-      gather_rows<scalar_t>(s, wp, bb, biasp, sign, op, begin, end);
+      gather_rows<scalar_t, 16>(s, ww, bb, scatter, accumulate, op, begin, end);
     });
   });
   return out;
@@ -349,12 +507,12 @@ at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
 at::Tensor window_gather(const at::Tensor& w, const at::Tensor& b,
                          const std::optional<at::Tensor>& bias, int64_t kernel_size,
                          int64_t dilation, const std::string& isa) {
-  return window_gather_impl(w, b, bias, kernel_size, dilation, +1, isa);
+  return window_gather_impl(w, b, bias, kernel_size, dilation, false, isa);
 }
 
 at::Tensor window_scatter(const at::Tensor& w, const at::Tensor& a, int64_t kernel_size,
                           int64_t dilation, const std::string& isa) {
-  return window_gather_impl(w, a, std::nullopt, kernel_size, dilation, -1, isa);
+  return window_gather_impl(w, a, std::nullopt, kernel_size, dilation, true, isa);
 }
 
 }  // namespace
@@ -367,8 +525,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   // The GIL is released: other Python threads (data loaders) keep running. `isa` names the
   // loops to run: "auto" (the widest this CPU has), or one of available_isas() (tests run
   // each against the reference).
-  m.def("window_dot", &window_dot, "logits of Eq. 2-3 over the k x k window (given the softmax "
-        "weights: their gradient)",
+  m.def("window_dot", &window_dot, "logits of Eq. 2-3 over the k x k window (and their "
+        "gradient, given the softmax weights)",
         py::arg("a"), py::arg("b"), py::arg("bias"), py::arg("kernel_size"), py::arg("dilation"),
         py::arg("fill"), py::arg("softmax_weights") = py::none(), py::arg("isa") = "auto",
         py::call_guard<py::gil_scoped_release>());
