@@ -583,3 +583,18 @@ def test_flex_matches_reference(case):
                                   ks, d, g).cpu()
 
     _check_against_definitions(fn, case, tol=dict(atol=1e-4, rtol=1e-4))
+
+
+@needs_cpp
+def test_cpp_under_cpu_autocast():
+    # Under torch.autocast("cpu") (Detectron2's AMP on the CPU) the loops' C++ matrix products
+    # must not switch to bfloat16: same result as without autocast, forward and backward.
+    inputs = [t.requires_grad_() for t in _inputs(1, 8, 8, 6, 9, 3, True)]
+    grad_out = torch.randn(1, 8, 6, 9)
+    plain = rse_attention_cpp(*inputs, 3, 1, 2)
+    expected = [plain, *_grads(plain, inputs, grad_out)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = rse_attention_cpp(*inputs, 3, 1, 2)
+    for a, b in zip([out, *_grads(out, inputs, grad_out)], expected):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, **FP32_TOL)

@@ -21,6 +21,7 @@ no k*k*M*H*W or k*k*C*H*W tensor exists. Half-precision inputs are computed in f
 Unavailable (and skipped by ``impl="auto"``) when the extension was not built, or was built
 from another version of csrc/rse_cpp.cpp than the one beside this file.
 """
+import functools
 import hashlib
 import importlib
 import os
@@ -69,8 +70,19 @@ def cpu_isa() -> str:
     return _C.best_isa() if HAS_CPP_EXT else ""
 
 
+def _without_autocast(fn):
+    """Runs fn with CPU autocast off: the kernels' bias products (at::matmul, in C++) would
+    otherwise come back in bfloat16 under ``torch.autocast("cpu")``, beside float32 loops."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 class _CppRSE(torch.autograd.Function):
     @staticmethod
+    @_without_autocast
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, isa):
         # The kernels read contiguous (N, G, D, H, W) maps.
         q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype),
@@ -87,6 +99,7 @@ class _CppRSE(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
+    @_without_autocast
     def backward(ctx, grad_out):
         query, key, value, pos, weights = ctx.saved_tensors
         kernel_size, dilation, num_heads, isa = ctx.args
