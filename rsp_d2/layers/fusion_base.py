@@ -59,8 +59,16 @@ class Fusion(nn.Module):
 
     def fuse_(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``forward(x, z)`` for a caller that gives x and z up: without autograd the result
-        may be written into their memory (inference then holds one map fewer of the finest
-        level). The same values as ``forward``; the default simply calls it."""
+        may be written into their memory (:meth:`_fuse_in_place`; inference then holds one
+        map fewer of the finest level). The same values as ``forward``. A fusion that is
+        observed (forward hooks: the head trace keeps its inputs) gets the plain call, which
+        leaves them intact."""
+        if torch.is_grad_enabled() or self._forward_hooks or self._forward_pre_hooks:
+            return self(x, z)
+        return self._fuse_in_place(x, z)
+
+    def _fuse_in_place(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``forward(x, z)`` that may overwrite x or z (no autograd); by default it does not."""
         return self(x, z)
 
     def relation_inputs(self, x: torch.Tensor,

@@ -60,7 +60,5 @@ class ContextFusion(Fusion):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return x + window_average(z, self.window.kernel_size, self.window.dilation)
 
-    def fuse_(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return self(x, z)
+    def _fuse_in_place(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return window_average(z, self.window.kernel_size, self.window.dilation).add_(x)

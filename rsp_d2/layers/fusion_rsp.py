@@ -41,9 +41,7 @@ class RelationalSemanticsPropagator(Fusion):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return x + self.rse(*self.relation_inputs(x, z))
 
-    def fuse_(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return self(x, z)
+    def _fuse_in_place(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.rse(*self.relation_inputs(x, z)).add_(x)  # the RSE's output is new
 
     def embeddings(self, x: torch.Tensor, z: torch.Tensor):

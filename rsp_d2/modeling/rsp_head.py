@@ -223,11 +223,7 @@ class RSPHead(nn.Module):
             z = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
             if fine == finest:
                 del q_finest  # x is its only reference now: the fusion may write into it
-            fusion = self.fusions[key]
-            # A fusion that is observed (forward hooks: the head trace keeps its inputs) gets
-            # the plain call, which leaves them intact.
-            observed = fusion._forward_hooks or fusion._forward_pre_hooks
-            a = fusion(x, z) if observed else fusion.fuse_(x, z)
+            a = self.fusions[key].fuse_(x, z)
             del x, z
             yield a
 

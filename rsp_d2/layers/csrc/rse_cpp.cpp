@@ -15,7 +15,7 @@
 //
 // Shapes: a, b: (N, G, D, H, W); w, out of window_dot: (N, G, K*K, H, W); bias: (K*K, G, D).
 //
-// How the loops are laid out (why they are fast on maps of any width):
+// How the loops are laid out:
 // - The maps read at a neighbour are first copied into a zero border (padded) map, so the
 //   inner loops have no bounds tests: an off-map neighbour reads zeros, and contributes
 //   nothing because its weight is zero too (window_dot writes `fill` there afterwards).
@@ -51,7 +51,8 @@ namespace {
 #define RSP_INLINE inline
 #endif
 
-// Widest register, in lanes of float; the padded maps' rows are a multiple of it.
+// Widest register, in lanes of float: the padded maps' rows hold W rounded up to a multiple of
+// it (plus the border), so a register-wide load never leaves its row.
 constexpr int64_t kMaxFloatLanes = 16;
 // Window columns (window_dot) and channels (window_gather/scatter) summed per register set.
 constexpr int kBlock = 8;
@@ -292,7 +293,7 @@ RSP_INLINE void gather_rows(const Geometry& s, const T* w, const T* bp, bool sca
     gather_row<T, BYTES>(s, w, bp, scatter, accumulate, out, r / s.H, r % s.H, scratch);
 }
 
-// The ISAs the loops are compiled for, widest first; sizeof(float) * lanes = vector bytes.
+// The ISAs the loops are compiled for, widest first.
 enum class Isa { kAvx512, kAvx2, kBaseline };
 
 #if RSP_X86_DISPATCH
@@ -366,18 +367,18 @@ std::vector<std::string> available_isas() {
   return out;
 }
 
-// Runs fn(begin, end) over [0, rows) split into contiguous parts, one per intra-op thread
-// (torch.get_num_threads()). Plain threads: the torch wheel's OpenMP runtime is not ours to
-// link, and a handful of calls per forward makes thread start-up (tens of us) negligible.
-// fn must not throw (the callers check their arguments before).
+// Multiply-adds below which another thread costs more than it saves: starting and joining one
+// takes up to ~0.1 ms, a few million multiply-adds a fraction of a millisecond.
 constexpr int64_t kMinWorkPerThread = 1 << 22;
 
+// Runs fn(begin, end) over [0, rows) split into contiguous parts, one per intra-op thread
+// (torch.get_num_threads()) that has kMinWorkPerThread of work. Plain threads: the torch
+// wheel's OpenMP runtime is not ours to link. fn must not throw (the callers check their
+// arguments before).
 template <typename Fn>
 void parallel_rows(int64_t rows, int64_t work_per_row, const Fn& fn) {
   if (rows <= 0) return;
   int64_t threads = at::get_num_threads();
-  // Starting and joining a thread takes up to ~0.1 ms; below a few million multiply-adds
-  // (a fraction of a millisecond) a thread costs more than it saves.
   threads = std::min<int64_t>(threads, rows * work_per_row / kMinWorkPerThread);
   threads = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
   const int64_t step = (rows + threads - 1) / threads;
