@@ -116,7 +116,7 @@ def test_demo_draws_panoptic_predictions():
 
     from rsp_d2.config import load_config
 
-    cfg = load_config(os.path.join(REPO, "configs/panoptic_rsp4.yaml"), cpu_if_no_cuda=True)
+    cfg = load_config(os.path.join(REPO, "configs/coco/panoptic_rsp4.yaml"), cpu_if_no_cuda=True)
     seg = torch.zeros(64, 96, dtype=torch.int32)
     seg[:, 48:] = 1
     seg[10:30, 10:30] = 2

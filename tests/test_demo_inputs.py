@@ -156,7 +156,7 @@ def test_demo_draws_panoptic_two_pixels_wide():
 
     from rsp_d2.config import load_config
 
-    cfg = load_config(os.path.join(REPO, "configs/panoptic_rsp4.yaml"), cpu_if_no_cuda=True)
+    cfg = load_config(os.path.join(REPO, "configs/coco/panoptic_rsp4.yaml"), cpu_if_no_cuda=True)
     seg = torch.ones(40, 2, dtype=torch.int32)
     info = [{"id": 1, "category_id": 1, "isthing": False, "area": 80}]
     demo = SegmentationDemo(cfg, predictor=lambda image, **kwargs: {"panoptic_seg": (seg, info)})

@@ -23,14 +23,14 @@ from support.tools import REPO, detectron2_tool, run_script
 LAZY = Path(REPO) / "configs" / "lazy"
 # configs/lazy/<name>.py is the twin of configs/<name>.yaml
 TWINS = ["cityscapes/baseline_R50", "cityscapes/rsp2_R50", "cityscapes/rsp4_R50",
-         "cityscapes/rsp2_D_R101", "cityscapes/rsp4_D_R101", "panoptic_rsp2", "panoptic_rsp4",
+         "cityscapes/rsp2_D_R101", "cityscapes/rsp4_D_R101", "coco/panoptic_rsp2", "coco/panoptic_rsp4",
          "synthetic/rsp4_R18"]
 # The head's fusions, finest pair first (their registration order), for the models' names
 RSP2 = ["SumFusion", "RelationalSemanticsPropagator", "RelationalSemanticsPropagator"]
 RSP4 = ["SumFusion"] + ["RelationalSemanticsPropagator"] * 4
 FUSIONS = {"cityscapes/baseline_R50": ["SumFusion"] * 3, "cityscapes/rsp2_R50": RSP2,
            "cityscapes/rsp4_R50": RSP4, "cityscapes/rsp2_D_R101": RSP2,
-           "cityscapes/rsp4_D_R101": RSP4, "panoptic_rsp2": RSP2, "panoptic_rsp4": RSP4,
+           "cityscapes/rsp4_D_R101": RSP4, "coco/panoptic_rsp2": RSP2, "coco/panoptic_rsp4": RSP4,
            "synthetic/rsp4_R18": RSP4}
 
 
@@ -124,7 +124,7 @@ def _augmentations(augs):
     return [(type(a).__name__, _settings(a)) for a in augs]
 
 
-@pytest.mark.parametrize("name", [n for n in TWINS if not n.startswith("panoptic")])
+@pytest.mark.parametrize("name", [n for n in TWINS if not n.startswith("coco/")])
 def test_cityscapes_lazy_recipe_is_the_yaml_recipe(name):
     """Data, optimizer, schedule and run settings of Base-RSP-Cityscapes.yaml (the demo: its
     scaled-down recipe)."""
@@ -157,7 +157,7 @@ def test_cityscapes_lazy_recipe_is_the_yaml_recipe(name):
         assert (train.device, train.seed) == (cfg.MODEL.DEVICE, cfg.SEED)
 
 
-@pytest.mark.parametrize("name", ["panoptic_rsp2", "panoptic_rsp4"])
+@pytest.mark.parametrize("name", ["coco/panoptic_rsp2", "coco/panoptic_rsp4"])
 def test_panoptic_lazy_recipe_is_the_yaml_recipe(name):
     """Detectron2's Panoptic FPN R50 1x LazyConfig recipe is Base-RSP-COCO-Panoptic.yaml's."""
     lazy, cfg = _lazy_cfg(name), _yaml_cfg(name)

@@ -75,7 +75,15 @@ def _batch(h, w, num_classes, with_instances):
 
 def test_configs_found():
     assert len(CONFIGS) >= 35, CONFIGS
-    assert "configs/panoptic_rsp4.yaml" in CONFIGS
+    assert "configs/coco/panoptic_rsp4.yaml" in CONFIGS
+
+
+def test_first_command_config_is_the_coco_rsp4_config():
+    """configs/panoptic_rsp4.yaml (the project's first command) stays the COCO RSP-4 config."""
+    alias, coco = (load_config(os.path.join(REPO, "configs", p))
+                   for p in ("panoptic_rsp4.yaml", "coco/panoptic_rsp4.yaml"))
+    assert alias.dump() == coco.dump()
+    assert coco.MODEL.SEM_SEG_HEAD.NAME == "RSPHead" and "p7" in coco.MODEL.SEM_SEG_HEAD.IN_FEATURES
 
 
 def test_every_config_maps_to_a_tested_model():

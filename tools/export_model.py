@@ -4,7 +4,7 @@
     python tools/export_model.py --config-file configs/cityscapes/rsp4_R50.yaml \
         --format onnx --output rsp4.onnx --sample-image frame.png MODEL.WEIGHTS model_final.pth
 
-    python tools/export_model.py --config-file configs/panoptic_rsp4.yaml \
+    python tools/export_model.py --config-file configs/coco/panoptic_rsp4.yaml \
         --format onnx --output panoptic_rsp4.onnx --sample-image frame.png MODEL.WEIGHTS model_final.pth
 
 The exported graph takes a (1, 3, H, W) float32 image (0-255, INPUT.FORMAT channel order) of any

@@ -29,8 +29,8 @@ MODEL_CONFIGS = {"semantic_fpn": "configs/cityscapes/semantic_fpn_R50.yaml",
 # check nothing to compare. ROI_HEADS.SCORE_THRESH_TEST 0, so that every run carries
 # TEST.DETECTIONS_PER_IMAGE (100) detections through the mask head and the combination, the
 # most a trained model does (random scores would pass no threshold).
-PANOPTIC_CONFIGS = {"semantic_fpn": "configs/panoptic_fpn_R50_1x.yaml",
-                    "rsp4": "configs/panoptic_rsp4.yaml"}
+PANOPTIC_CONFIGS = {"semantic_fpn": "configs/coco/panoptic_fpn_R50_1x.yaml",
+                    "rsp4": "configs/coco/panoptic_rsp4.yaml"}
 _PANOPTIC_RANDOM = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.RESNETS.NORM", "GN"]
 # The smoke run (--quick) exports the same architectures on ResNet-18 with small FPN maps.
 _QUICK_MODEL = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",

@@ -1,11 +1,11 @@
 # Table III "RSP-2-D head": Panoptic FPN with the RSP-2 head, kernel 3 dilation 3, on
 # Detectron2's Panoptic FPN R50 1x recipe (COCO panoptic loaders, SGD lr 0.02, 90k
-# iterations, shorter side 640-800). The LazyConfig twin of configs/panoptic_rsp2.yaml.
+# iterations, shorter side 640-800). The LazyConfig twin of configs/coco/panoptic_rsp2.yaml.
 from detectron2.model_zoo import get_config
 
 from rsp_d2.evaluation.panoptic import PairedCOCOPanopticEvaluator
 
-from .common.models.rsp_panoptic_fpn import model
+from ..common.models.rsp_panoptic_fpn import model
 
 _recipe = get_config("COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.py")
 dataloader = _recipe.dataloader
