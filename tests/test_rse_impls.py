@@ -529,6 +529,8 @@ def test_arguments_are_checked_once(monkeypatch):
     q = _inputs(1, 4, 4, 5, 6, 3, False)[0]
     rse_attention(q, q, q, None, 3, impl="chunked")  # the functional entry makes its window
     assert counts == {"window": 2, "tensors": 3, "reference": 0}
+    module.relation_weights(x, x)  # the figures' path: the module's window, tensors once
+    assert counts == {"window": 2, "tensors": 3, "reference": 1}
 
 
 # --- triton, through its interpreter ------------------------------------------------------

@@ -83,6 +83,13 @@ def measure_group(cases, repeats, device, memory=True):
     return [(t, peak_extra_memory_mb(case) if memory else {}) for t, case in zip(timings, cases)]
 
 
+def freed_returned_memory(cases, device):
+    """Peak memory of each case with freed memory returned at once (CPU only, else {})."""
+    if device != "cpu":
+        return [{} for _ in cases]
+    return [peak_extra_memory_mb(case, freed_returned=True) for case in cases]
+
+
 def rse_rows(args, device, impls):
     if args.quick:
         shapes = [("tiny", dict(n=1, m=8, c=16, h=16, w=32)),
@@ -139,17 +146,21 @@ def head_rows(args, device, auto_impl, impls):
                       n=n, height=height, width=width, device=device, dtype=args.dtype)
                  for head, impl in heads]
         torch.set_num_threads(n_threads)
-        try:  # peak memory does not depend on the thread count: measured once
-            measured = measure_group(cases, args.repeats, device, memory=n_threads == threads)
+        with_memory = n_threads == threads  # peak memory does not depend on the thread count
+        try:
+            measured = measure_group(cases, args.repeats, device, memory=with_memory)
         finally:
             torch.set_num_threads(threads)
+        returned = freed_returned_memory(cases, device) if with_memory else [{} for _ in cases]
         fpn_ms = measured[0][0]["median_ms"]  # heads[0] is Semantic FPN
-        for (head, impl), (t, mem) in zip(heads, measured):
+        for (head, impl), (t, mem), mem_returned in zip(heads, measured, returned):
             rse_impl = "-" if impl == "-" else (auto_impl if impl == "auto" else impl)
             rows.append(dict(setting=setting, mode=mode, threads=n_threads, head=head,
                              label=HEAD_LABELS[head], rse_impl=rse_impl, time=t, memory=mem,
+                             memory_freed_returned=mem_returned,
                              vs_semantic_fpn=round(t["median_ms"] / fpn_ms, 3)))
-            print(f"head {setting} {head} ({rse_impl}): {t['median_ms']} ms, {mem}", flush=True)
+            print(f"head {setting} {head} ({rse_impl}): {t['median_ms']} ms, {mem}, "
+                  f"freed returned {mem_returned}", flush=True)
     return rows
 
 
@@ -206,6 +217,7 @@ def targets(rse, heads, auto_impl):
             out.append(dict(name=name, value=ratio, target="<= 0.125",
                             met=ratio is not None and ratio <= 0.125))
     inference = [r for r in heads if r["mode"] == "inference"]
+    out += memory_targets(inference, auto_impl)
     for rsp4 in (r for r in inference if r["head"] == "rsp4" and r["rse_impl"] == auto_impl):
         out.append(dict(name=f"RSP-4 head inference time / Semantic FPN head ({rsp4['setting']})",
                         value=rsp4["vs_semantic_fpn"], target="<= 1.0 (FLOPs ratio 0.86)",
@@ -216,6 +228,24 @@ def targets(rse, heads, auto_impl):
             out.append(dict(name="RSP-4 head inference time, impl=reference / auto",
                             value=round(ref["time"]["median_ms"] / rsp4["time"]["median_ms"], 2),
                             target="> 1", met=ref["time"]["median_ms"] > rsp4["time"]["median_ms"]))
+    return out
+
+
+def memory_targets(inference, auto_impl):
+    """RSP-4's inference peak memory at most Semantic FPN's, by each method measured."""
+    out = []
+    fpn = next((r for r in inference if r["head"] == "semantic_fpn" and r["memory"]), None)
+    rsp4 = next((r for r in inference if r["head"] == "rsp4" and r["rse_impl"] == auto_impl
+                 and r["memory"]), None)
+    if fpn is None or rsp4 is None:
+        return out
+    for key, how in (("memory", "glibc's default allocator"),
+                     ("memory_freed_returned", "freed memory returned at once")):
+        a, b = rsp4.get(key, {}), fpn.get(key, {})
+        if "peak_extra_mb" in a and "peak_extra_mb" in b and b["peak_extra_mb"] > 0:
+            ratio = round(a["peak_extra_mb"] / b["peak_extra_mb"], 3)
+            out.append(dict(name=f"RSP-4 head inference peak extra memory / Semantic FPN's "
+                                 f"({how})", value=ratio, target="<= 1.0", met=ratio <= 1.0))
     return out
 
 

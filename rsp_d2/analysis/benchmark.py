@@ -9,6 +9,12 @@ which returns a zero-argument ``run()``. Time is wall-clock (``time.perf_counter
   libraries, i.e. the extra resident memory the run needed at its peak, allocator slack and
   library workspaces included. Worker processes are forked from a ``forkserver`` that only
   imported the modules, so nothing the benchmark process allocated is inherited.
+  With ``freed_returned=True`` the worker first fixes glibc's mmap threshold at its initial
+  128 KiB (``mallopt(M_MMAP_THRESHOLD)``, what ``MALLOC_MMAP_THRESHOLD_=131072`` does): every
+  tensor then gets its own mapping, returned to the kernel when freed, so the high-water mark
+  is what the live tensors and workspaces needed, without the freed heap memory glibc keeps
+  by default (its threshold rises to the size of the largest block freed, up to 32 MiB, and
+  smaller blocks then come from a heap that rarely shrinks).
 * CUDA: ``torch.cuda.max_memory_allocated`` after the run minus the allocation before it.
 """
 import multiprocessing
@@ -117,12 +123,30 @@ def summarize_times(times: List[float]) -> Dict:
             "max_ms": round(s["max"], 2), "repeats": s["n"]}
 
 
-def _measure_in_child(case: Dict, conn):
+# mallopt's parameter number for the mmap threshold (glibc's malloc.h).
+_M_MMAP_THRESHOLD = -3
+
+
+def _map_every_block():
+    """Give every allocation of this process from 128 KiB up its own mapping (glibc only)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError) as e:
+        raise RuntimeError(f"freed_returned needs glibc's mallopt: {e}") from None
+    if mallopt(_M_MMAP_THRESHOLD, 128 * 1024) != 1:
+        raise RuntimeError("mallopt(M_MMAP_THRESHOLD, 128 KiB) failed")
+
+
+def _measure_in_child(case: Dict, conn, freed_returned: bool = False):
     # Runs in a fresh process forked from the forkserver.
     try:
         from rsp_d2.analysis.benchmark_cases import build_case, warmup_case
 
         device = case.get("device", "cpu")
+        if freed_returned and device == "cpu":
+            _map_every_block()
         build_case(warmup_case(case))()  # first-use initialization of thread pools, oneDNN...
         run = build_case(case)
         if device == "cuda":
@@ -141,12 +165,13 @@ def _measure_in_child(case: Dict, conn):
         conn.send({"error": f"{type(e).__name__}: {e}"})
 
 
-def peak_extra_memory_mb(case: Dict, timeout: float = 600) -> Dict:
-    """{"peak_extra_mb": MiB} for one run of `case` in a fresh process, or {"error": ...}."""
+def peak_extra_memory_mb(case: Dict, timeout: float = 600, freed_returned: bool = False) -> Dict:
+    """{"peak_extra_mb": MiB} for one run of `case` in a fresh process, or {"error": ...};
+    `freed_returned`: on the CPU, with glibc's mmap threshold fixed (see the module's doc)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)  # the server starts with the first worker
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_measure_in_child, args=(case, child))
+    proc = ctx.Process(target=_measure_in_child, args=(case, child, freed_returned))
     proc.start()
     child.close()
     try:

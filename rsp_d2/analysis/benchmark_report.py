@@ -36,11 +36,14 @@ def _rse_table(rows: List[Dict]) -> List[str]:
 
 
 def _head_table(rows: List[Dict]) -> List[str]:
-    out = ["| setting | head | RSE impl | ms | x Semantic FPN (time) | peak extra MiB |",
-           "|---|---|---|---|---|---|"]
+    returned = any("memory_freed_returned" in r for r in rows)  # CPU runs since it exists
+    out = ["| setting | head | RSE impl | ms | x Semantic FPN (time) | peak extra MiB |"
+           + (" peak extra MiB, freed memory returned |" if returned else ""),
+           "|---|---|---|---|---|---|" + ("---|" if returned else "")]
     for r in rows:
         out.append(f"| {r['setting']} | {r['label']} | {r['rse_impl']} | {_time_cell(r['time'])} "
-                   f"| {_fmt(r.get('vs_semantic_fpn'), 2)} | {_mem_cell(r['memory'])} |")
+                   f"| {_fmt(r.get('vs_semantic_fpn'), 2)} | {_mem_cell(r['memory'])} |"
+                   + (f" {_mem_cell(r.get('memory_freed_returned', {}))} |" if returned else ""))
     return out
 
 

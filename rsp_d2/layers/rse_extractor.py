@@ -7,7 +7,7 @@ from torch import nn
 
 from .rse import run_rse
 from .rse_checks import InvalidArgument, RSEWindow
-from .rse_reference import relative_position_map, rse_relation_weights
+from .rse_reference import relative_position_map, run_relation_weights
 
 __all__ = ["RelationalSemanticsExtractor"]
 
@@ -66,4 +66,4 @@ class RelationalSemanticsExtractor(nn.Module):
     def relation_weights(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """(N, num_heads, k*k, H, W): what each pixel of x attends to in z (Fig. 1b)."""
         q, k, _, pos = self.embeddings(x, z)
-        return rse_relation_weights(q, k, pos, self.kernel_size, self.dilation, self.num_heads)
+        return run_relation_weights(q, k, pos, self.window, self.num_heads)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from .rse_checks import RSEWindow, check_rse_tensors
 from .rse_registry import RSEImpl
 
-__all__ = ["relative_position_map", "rse_relation_weights", "rse_attention_reference", "IMPL"]
+__all__ = ["relative_position_map", "rse_relation_weights", "run_relation_weights",
+           "rse_attention_reference", "IMPL"]
 
 
 def relative_position_map(kernel_size: int, channels: int, device=None, dtype=None) -> torch.Tensor:
@@ -73,8 +74,14 @@ def rse_relation_weights(query, key, pos=None, kernel_size=7, dilation=1, num_he
         (N, num_heads, k*k, H, W) weights, summing to 1 over the k*k window positions that lie
         inside the map; positions outside it get weight 0.
     """
-    check_rse_tensors(query, key, query, pos, RSEWindow(kernel_size, dilation), num_heads)
-    return _relation_weights(query, key, pos, kernel_size, dilation, num_heads)
+    return run_relation_weights(query, key, pos, RSEWindow(kernel_size, dilation), num_heads)
+
+
+def run_relation_weights(query, key, pos, window: RSEWindow, num_heads: int = 1):
+    """:func:`rse_relation_weights` for a window checked when it was made (a module's): checks
+    the tensors only. Shapes and result as for rse_relation_weights."""
+    check_rse_tensors(query, key, query, pos, window, num_heads)
+    return _relation_weights(query, key, pos, window.kernel_size, window.dilation, num_heads)
 
 
 def rse_attention_reference(query, key, value, pos=None, kernel_size=7, dilation=1, num_heads=1):
