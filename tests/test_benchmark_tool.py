@@ -134,3 +134,22 @@ def test_bfloat16_refuses_the_deploy_section(tmp_path):
                       "--only", "deploy", "--out", tmp_path / "b.json")
     assert_clear_error(proc, "--only deploy with --dtype bfloat16", "float32 ONNX")
     assert not (tmp_path / "b.json").exists()
+
+
+def test_memory_targets_compare_even_a_zero_peak():
+    """RSP-4's inference memory against Semantic FPN's, by both methods; a baseline that peaked
+    at 0 MiB (tiny --quick shapes) gives no ratio but still a comparison (it once dropped the
+    target on one stack)."""
+    from support.tools import _script_module
+
+    memory_targets = _script_module("tools/benchmark.py").memory_targets
+
+    def row(head, default, returned):
+        return dict(head=head, rse_impl="cpp" if head == "rsp4" else "-",
+                    memory={"peak_extra_mb": default},
+                    memory_freed_returned={"peak_extra_mb": returned})
+
+    targets = memory_targets([row("semantic_fpn", 208.0, 0.0), row("rsp4", 260.0, 0.0)], "cpp")
+    assert [(t["value"], t["met"]) for t in targets] == [(1.25, False), (None, True)]
+    targets = memory_targets([row("semantic_fpn", 200.0, 100.0), row("rsp4", 100.0, 150.0)], "cpp")
+    assert [(t["value"], t["met"]) for t in targets] == [(0.5, True), (1.5, False)]

@@ -144,7 +144,8 @@ def render_markdown(results: Dict) -> str:
                   "GPU.".format(m["device"]), ""]
     lines += ["## Targets", ""]
     for t in results["targets"]:
-        lines.append(f"- {t['name']}: measured {t['value']} (target {t['target']}): "
+        value = 'n/a (0 MiB)' if t['value'] is None else t['value']
+        lines.append(f"- {t['name']}: measured {value} (target {t['target']}): "
                      f"**{'met' if t['met'] else 'NOT met'}**")
     lines.append("")
     return "\n".join(lines)
