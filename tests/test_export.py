@@ -236,3 +236,22 @@ def test_export_tool_user_errors(tmp_path, args, match):
                   "--sample-size", "64", "64", *args)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and match in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "m.onnx").exists()
+
+
+def test_only_analysis_traces_record_the_per_offset_products():
+    """fvcore's tracer (a graph to measure) records the relation as one matrix product per
+    pixel and offset, whose multiply-adds are the definition's k*k*(M + C) per pixel;
+    torch.jit.trace (a graph to deploy) keeps the halo form's three matrix products."""
+    from fvcore.nn import FlopCountAnalysis
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 8, 11, 13, generator=g), torch.randn(1, 8, 11, 13, generator=g)
+    v, pos = torch.randn(1, 16, 11, 13, generator=g), torch.randn(49, 8, generator=g)
+    relation = _Relation("auto", kernel_size=7)
+    counts = FlopCountAnalysis(relation, (q, k, v, pos)).unsupported_ops_warnings(False)
+    assert counts.by_operator() == {"matmul": 11 * 13 * 49 * (8 + 16)}
+    traced = torch.jit.trace(relation, (q, k, v, pos))
+    kinds = [n.kind() for n in traced.inlined_graph.nodes()]
+    assert kinds.count("aten::matmul") == 3, kinds
+    torch.testing.assert_close(traced(q, k, v, pos),
+                               rse_attention(q, k, v, pos, kernel_size=7, impl="reference"))

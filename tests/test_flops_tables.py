@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+import torch
 from support.run_once import run_once
 from support.tools import call_main, run_script
 
@@ -136,3 +137,31 @@ def test_shrink_needs_an_exact_grid():
 def test_missing_config_is_named(tmp_path):
     proc = call_main("tools/analyze_head.py", "--config-file", "nope.yaml")
     assert proc.returncode == 2 and "config file not found: nope.yaml" in proc.stderr
+
+
+# What the paper's tables count (rsp_d2/analysis/flops.py), under fvcore's operator names.
+COUNTED_OPS = ("conv", "linear", "addmm", "matmul", "mm", "bmm", "einsum")
+
+
+@pytest.mark.parametrize("impl", ["auto", "export"])
+@pytest.mark.parametrize("window", [[], ["MODEL.SEM_SEG_HEAD.RSP.KERNEL_SIZE", "3",
+                                          "MODEL.SEM_SEG_HEAD.RSP.DILATION", "3",
+                                          "MODEL.SEM_SEG_HEAD.RSP.NUM_HEADS", "2"]],
+                         ids=["k7", "k3d3g2"])
+def test_detectron2_flop_counter_counts_the_definition(impl, window):
+    """Detectron2's FlopCountAnalysis (what its tools/analyze_model.py --tasks flop runs, over
+    fvcore's default handles) counts the RSP head's multiply-adds as tools/analyze_head.py
+    does, whichever implementation the config names: the relation's k*k*(M + C) per pixel,
+    not the k*k-fold halo of the export form that tracing would otherwise record."""
+    from detectron2.modeling import build_model
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    cfg = load_config(os.path.join(REPO, "tests", "configs", "rsp4_R18_tiny.yaml"),
+                      ["MODEL.DEVICE", "cpu", "MODEL.SEM_SEG_HEAD.RSP.IMPL", impl, *window])
+    model = build_model(cfg).eval()
+    image = torch.rand(3, 256, 512) * 255
+    with torch.no_grad():
+        analysis = FlopCountAnalysis(model, [{"image": image}]).unsupported_ops_warnings(False)
+        ops = analysis.by_module_and_operator()["model.sem_seg_head"]
+    counted = sum(v for op, v in ops.items() if op in COUNTED_OPS)
+    assert counted == count_head(cfg, 256, 512, shrink=1)["flops"], ops

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["is_exporting", "refuse_export", "enter_backend", "compute_dtype", "split_heads",
+__all__ = ["is_exporting", "is_traced_for_analysis", "refuse_export", "enter_backend", "compute_dtype", "split_heads",
            "split_pos", "split_inputs", "input_grads"]
 
 
@@ -22,6 +22,17 @@ def is_exporting() -> bool:
     compiler_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
     return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
             or bool(compiler_exporting is not None and compiler_exporting()))
+
+
+def is_traced_for_analysis() -> bool:
+    """True while the JIT tracer records a graph to be measured, not deployed: traced outside
+    ``torch.jit.trace`` of a module and outside ``torch.onnx.export``, as fvcore's
+    ``FlopCountAnalysis`` / ``ActivationCountAnalysis`` trace (and through them Detectron2's
+    ``tools/analyze_model.py``). Both deploying tracers fill ``torch.jit._trace._trace_module_map``
+    (module scope names), the analysis tracer does not; without that attribute every trace
+    counts as analysis, which costs speed, never correctness."""
+    return (torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and getattr(torch.jit._trace, "_trace_module_map", None) is None)
 
 
 def refuse_export(name: str) -> None:

@@ -26,6 +26,13 @@ k*k*C*H*W unfolding.
 the zero-padded key and value per offset, the logits stacked to (N, G, k*k, H, W), masked
 softmax, weighted sum; one (N, C, H, W) product per offset at a time.
 
+*Per-offset products* (a graph traced for analysis, :func:`is_traced_for_analysis`: fvcore's
+FLOP counter, which Detectron2's ``tools/analyze_model.py`` runs): the shifted slices again,
+but each offset's dot products as a batch of (1 x D) @ (D x 1) matrix products and each
+weighted value as a (1 x 1) @ (1 x C) one, so that a counter sees the definition's k*k*(M + C)
+multiply-adds per pixel (what ``tools/analyze_head.py`` reports), not the halo's
+(B + 2r)^2 / k^2 times as many, in the memory of one shifted map at a time.
+
 ``rse_attention`` switches to this implementation by itself while tracing, scripting or
 exporting (whatever ``impl`` says), so a model built with ``impl="cpp"`` or ``"triton"`` exports
 all the same. Every size-dependent quantity (pads, gather indices, border masks) is computed
@@ -45,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .rse_common import is_traced_for_analysis
 from .rse_registry import RSEImpl
 
 __all__ = ["rse_attention_export", "fixed_size", "IMPL"]
@@ -93,6 +101,7 @@ def _inside_mask(like: torch.Tensor, h, w, kernel_size: int, dilation: int) -> t
     ones = F.pad(like.new_ones(1, 1, h, w), (pad, pad, pad, pad))
     return torch.stack(_windows(ones, h, w, kernel_size, dilation), dim=2) > 0
 
+
 def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          pos: Optional[torch.Tensor] = None, kernel_size: int = 7,
                          dilation: int = 1, num_heads: int = 1) -> torch.Tensor:
@@ -109,7 +118,10 @@ def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     if dtype in (torch.float16, torch.bfloat16):
         query, key, value = query.float(), key.float(), value.float()
         pos = pos.float() if pos is not None else None
-    form = _halo_blocks if dilation == 1 else _shifted_slices
+    if is_traced_for_analysis():
+        form = _per_offset_products
+    else:
+        form = _halo_blocks if dilation == 1 else _shifted_slices
     return form(query, key, value, pos, kernel_size, dilation, num_heads).to(dtype)
 
 
@@ -137,6 +149,32 @@ def _shifted_slices(query, key, value, pos, kernel_size, dilation, num_heads):
     for o in range(1, kk):
         out = out + weights[o] * values[o]
     return out.reshape(n, c, h, w)
+
+
+def _per_offset_products(query, key, value, pos, kernel_size, dilation, num_heads):
+    n, m, h, w, c = _sizes(query, value)
+    g, kk = num_heads, kernel_size * kernel_size
+    pad = (kernel_size // 2) * dilation
+
+    def windows(x):  # k*k shifted (N, G, H, W, D) views of (N, G*D, H, W), zero borders
+        x = F.pad(x, (pad, pad, pad, pad))
+        x = x.reshape(n, g, x.shape[1] // g, h + 2 * pad, w + 2 * pad)
+        return [t.permute(0, 1, 3, 4, 2) for t in _windows(x, h, w, kernel_size, dilation)]
+
+    q = query.reshape(n, g, m // g, h, w).permute(0, 1, 3, 4, 2).unsqueeze(-2)  # (.., 1, Dq)
+    per_head = pos.reshape(kk, g, 1, 1, m // g) if pos is not None else None
+    logits = []
+    for o, k in enumerate(windows(key)):  # Eq. 3: q . (k_o + pos_o)
+        if per_head is not None:
+            k = k + per_head[o]
+        logits.append(torch.matmul(q, k.unsqueeze(-1)).reshape(n, g, 1, h, w))
+    inside = _inside_mask(query, h, w, kernel_size, dilation)
+    weights = torch.cat(logits, dim=2).masked_fill(~inside, float("-inf")).softmax(dim=2)
+    out = None
+    for o, v in enumerate(windows(value)):  # Eq. 1: sum_o w_o v_o, (1 x 1) @ (1 x C/G) each
+        term = torch.matmul(weights[:, :, o, :, :, None, None], v.unsqueeze(-2))
+        out = term if out is None else out + term
+    return out.reshape(n, g, h, w, c // g).permute(0, 1, 4, 2, 3).reshape(n, c, h, w)
 
 
 def _block_size(r: int) -> int:
