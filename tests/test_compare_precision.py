@@ -10,6 +10,7 @@ from scipy import stats
 from rsp_d2.analysis.compare import Variant, is_finished, run_dir
 from rsp_d2.analysis.compare_report import collect, more_seeds, parse_contrast
 from rsp_d2.utils.errors import InputError
+from rsp_d2.utils.machine import cpu_model
 from support.tools import call_main
 from support.train_net import REPO, SEMANTIC_TINY
 
@@ -65,6 +66,22 @@ def test_runs_of_two_cpu_models_are_not_compared(variants, tmp_path):
     _finished(tmp_path, rsp4, 0, 51.0, cpu="Intel Xeon")
     with pytest.raises(InputError, match="the runs come from 2 CPU models"):
         collect(variants, [0], str(tmp_path))
+
+
+def _cpuinfo(family, model, flags):
+    cpu = (f"processor\t: {{i}}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\n"
+           f"model\t\t: {model}\nmodel name\t: AMD EPYC\nstepping\t: 1\nflags\t\t: {flags}\n")
+    return "\n".join(cpu.format(i=i) for i in range(2))
+
+
+def test_cpu_identity_tells_two_epyc_generations_apart():
+    """Two virtual machines that both say "AMD EPYC" (an AVX2 one and an AVX-512 one) are two
+    CPU types for the pairing rule."""
+    avx2 = cpu_model(_cpuinfo(23, 49, "fpu sse2 avx fma avx2"))
+    avx512 = cpu_model(_cpuinfo(26, 2, "fpu sse2 avx fma avx2 avx512f avx512_bf16"))
+    assert avx2 == "AMD EPYC (family 23, model 49, stepping 1; AVX2, FMA)"
+    assert avx512 == "AMD EPYC (family 26, model 2, stepping 1; AVX512-BF16, AVX-512F, AVX2, FMA)"
+    assert cpu_model("") == cpu_model("") and "(" not in cpu_model("")
 
 
 @pytest.mark.parametrize("text", ["rsp4", "rsp4:", ":sum", "a:b:c"])

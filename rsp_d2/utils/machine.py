@@ -2,33 +2,54 @@
 
 Floats differ across CPU types (oneDNN picks other kernels on AVX-512 than on AVX2), so every
 timing and every accuracy run records :func:`cpu_model`, and runs of different models are
-never paired.
+never paired. The model name alone does not tell the types apart (virtual machines of two AMD
+EPYC generations, one with AVX2 only and one with AVX-512, both say "AMD EPYC"), so the
+identity also holds the CPU family, model and stepping and the vector extensions.
 """
 import platform
-from typing import FrozenSet
+from typing import Dict, FrozenSet, Optional
 
 __all__ = ["cpu_flags", "cpu_model", "cpu_vector_isa"]
 
 
-def _cpuinfo_field(name: str) -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(name):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+def _first_cpu(cpuinfo: Optional[str] = None) -> Dict[str, str]:
+    """The fields of the first processor of `cpuinfo` (default: ``/proc/cpuinfo``; {} where
+    there is none)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return {}
+    fields: Dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+def cpu_model(cpuinfo: Optional[str] = None) -> str:
+    """The CPU type runs are recorded and paired by, e.g. "AMD EPYC (family 26, model 2,
+    stepping 1; AVX-512F, AVX512-BF16, AVX2, FMA)": the model name, its family / model /
+    stepping and its vector extensions (``/proc/cpuinfo`` or `cpuinfo`'s text; the processor
+    name of ``platform`` elsewhere)."""
+    fields = _first_cpu(cpuinfo)
+    name = fields.get("model name") or platform.processor() or "unknown"
+    ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
+    flags = frozenset(fields.get("flags", "").split())
+    isa = [label for flag, label in _VECTOR_FLAGS if flag in flags]
+    detail = "; ".join(filter(None, [", ".join(ids).replace("cpu family", "family"),
+                                     ", ".join(isa)]))
+    return f"{name} ({detail})" if detail else name
 
 
 def cpu_flags() -> FrozenSet[str]:
     """The CPU's ISA flags (``/proc/cpuinfo``'s ``flags``; empty where there is none)."""
-    return frozenset(_cpuinfo_field("flags").split())
+    return frozenset(_first_cpu().get("flags", "").split())
 
 
 # The vector extensions that decide which kernels run (oneDNN's and rsp_d2._C's), widest first.
