@@ -56,7 +56,17 @@ def test_json_has_every_row(quick_report):
             assert row["memory_freed_returned"].get("peak_extra_mb", -1) >= 0, row
     memory_targets = [t["name"] for t in results["targets"] if "peak extra memory /" in t["name"]]
     assert len(memory_targets) == 2 and "freed memory returned" in memory_targets[1]
-    assert len(results["targets"]) == 4 + (threads > 1) + 2 + 6  # + 2 per deploy setting
+    # RSP-4's relation share, timed again under the profiler where memory is measured
+    for row in results["heads"]:
+        share = row["relation_share"]
+        if row["head"] == "rsp4" and row["rse_impl"] == auto and row["threads"] == threads:
+            assert 0 < share["share"] < 1 and 0 < share["relation_ms"] < share["call_ms"], row
+        else:
+            assert share is None, row
+    speed_targets = [t["name"] for t in results["targets"] if "share of its time" in t["name"]
+                     or "training step / Semantic FPN" in t["name"]]
+    assert len(speed_targets) == 3, speed_targets
+    assert len(results["targets"]) == 4 + (threads > 1) + 2 + 3 + 6  # + 2 per deploy setting
     # every section says when and under which load it was measured: two separate runs
     assert set(results["runs"]) == {"rse", "heads", "deploy"}
     assert results["runs"]["rse"]["date"] <= results["runs"]["deploy"]["date"]
@@ -153,3 +163,29 @@ def test_memory_targets_compare_even_a_zero_peak():
     assert [(t["value"], t["met"]) for t in targets] == [(1.25, False), (None, True)]
     targets = memory_targets([row("semantic_fpn", 200.0, 100.0), row("rsp4", 100.0, 150.0)], "cpp")
     assert [(t["value"], t["met"]) for t in targets] == [(0.5, True), (1.5, False)]
+
+
+def test_bfloat16_targets_come_from_one_run_of_both_dtypes(monkeypatch):
+    """A bfloat16 run's targets: RSP-4's bfloat16 speed-up over its float32 time against
+    Semantic FPN's, and its bfloat16 time against Semantic FPN's in bfloat16; marked
+    unmeasured, never met, on a CPU without native bfloat16."""
+    from support.tools import _script_module
+
+    tool = _script_module("tools/benchmark.py")
+
+    def row(head, dtype, ms):
+        setting = f"inference 1024x2048, batch 1, 2 threads, {dtype}"
+        return dict(setting=setting, mode="inference", threads=2, dtype=dtype, head=head,
+                    device="cpu", rse_impl="cpp" if head == "rsp4" else "-",
+                    time={"median_ms": ms}, relation_share=None,
+                    vs_semantic_fpn=round(ms / {"float32": 1000.0, "bfloat16": 600.0}[dtype], 3))
+
+    rows = [row("semantic_fpn", "float32", 1000.0), row("rsp4", "float32", 800.0),
+            row("semantic_fpn", "bfloat16", 600.0), row("rsp4", "bfloat16", 480.0)]
+    monkeypatch.setattr(tool, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    gain, ratio = tool.speed_targets(rows, "cpp")
+    assert (gain["value"], gain["target"], gain["met"]) == (1.667, ">= 1.667", True)
+    assert (ratio["value"], ratio["met"]) == (0.8, True)
+    monkeypatch.setattr(tool, "cpu_flags", lambda: frozenset({"avx2"}))
+    gain, ratio = tool.speed_targets(rows, "cpp")
+    assert not gain["met"] and not ratio["met"] and "no native bfloat16" in gain["name"]

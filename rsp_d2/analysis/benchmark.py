@@ -17,23 +17,26 @@ which returns a zero-argument ``run()``. Time is wall-clock (``time.perf_counter
   smaller blocks then come from a heap that rarely shrinks).
 * CUDA: ``torch.cuda.max_memory_allocated`` after the run minus the allocation before it.
 """
+import contextlib
 import multiprocessing
 import os
 import platform
 import resource
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
+from unittest import mock
 
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from ..utils.errors import InputError
-from ..layers import rse_cpp
+from ..layers import rse_cpp, rse_extractor
 from ..utils.machine import cpu_model, cpu_vector_isa
 from .stats import summarize
 from ..utils.paths import check_output_file
 
 __all__ = ["machine_info", "time_run", "summarize_times", "peak_extra_memory_mb", "load_average",
-           "DEVICES", "check_settings", "report_paths"]
+           "relation_share", "DEVICES", "check_settings", "report_paths"]
 
 # The memory method differs by device kind and uses the current CUDA device (choose it with
 # CUDA_VISIBLE_DEVICES), so a device index would not be honoured.
@@ -183,3 +186,59 @@ def peak_extra_memory_mb(case: Dict, timeout: float = 600, freed_returned: bool 
         return {"error": f"worker died (exit code {proc.exitcode}; out of memory?)"}
     finally:
         proc.join()
+
+
+_RELATION_SCOPE = "rsp_d2.relation"
+
+
+@contextlib.contextmanager
+def _relation_in_scope():
+    """Within: every relation call of the extractors runs in the profiler scope
+    ``_RELATION_SCOPE``; yields the set that collects the names of the autograd nodes those
+    calls create (their backward shows as ``evaluate_function: <name>``)."""
+    backward: Set[str] = set()
+    run_rse = rse_extractor.run_rse
+
+    def scoped(*args, **kwargs):
+        with record_function(_RELATION_SCOPE):
+            out = run_rse(*args, **kwargs)
+        if out.grad_fn is not None:
+            backward.add(out.grad_fn.name())
+        return out
+
+    with mock.patch.object(rse_extractor, "run_rse", scoped):
+        yield backward
+
+
+def relation_share(case: Dict, calls: int = 3) -> Optional[Dict]:
+    """How much of a head case's wall time its relation takes: forward (the extractors' calls)
+    and, in a training step, the backward of the autograd node each call returns. The case runs
+    once to warm up, then `calls` times under ``torch.profiler`` (CPU activity), each call
+    timed whole with ``time.perf_counter``.
+
+    Returns:
+        {"relation_ms", "call_ms", "share"}: medians over the calls of the relation's time, of
+        the whole call's time (profiled) and of their ratio; None for a head without relation.
+        Exact for an implementation that is one autograd node (``cpp``, ``chunked``); for one
+        made of many tensor ops only the last op's backward is counted.
+    """
+    from .benchmark_cases import build_case
+
+    run = build_case(case)
+    run()
+    ratios, relation, whole = [], [], []
+    for _ in range(calls):
+        with _relation_in_scope() as backward, profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - t0
+        names = {_RELATION_SCOPE} | {f"autograd::engine::evaluate_function: {n}" for n in backward}
+        spent = sum(e.cpu_time_total for e in prof.events() if e.name in names) / 1e6
+        if spent == 0:
+            return None
+        ratios.append(spent / elapsed)
+        relation.append(spent)
+        whole.append(elapsed)
+    mid = sorted(range(calls), key=lambda i: ratios[i])[calls // 2]
+    return {"relation_ms": round(relation[mid] * 1e3, 1), "call_ms": round(whole[mid] * 1e3, 1),
+            "share": round(ratios[mid], 4)}

@@ -35,15 +35,24 @@ def _rse_table(rows: List[Dict]) -> List[str]:
     return out
 
 
+def _share_cell(share) -> str:
+    if not share:
+        return "-"
+    return f"{100 * share['share']:.1f} % ({share['relation_ms']:.0f} of {share['call_ms']:.0f} ms)"
+
+
 def _head_table(rows: List[Dict]) -> List[str]:
     returned = any("memory_freed_returned" in r for r in rows)  # CPU runs since it exists
+    shares = any(r.get("relation_share") for r in rows)
     out = ["| setting | head | RSE impl | ms | x Semantic FPN (time) | peak extra MiB |"
-           + (" peak extra MiB, freed memory returned |" if returned else ""),
-           "|---|---|---|---|---|---|" + ("---|" if returned else "")]
+           + (" peak extra MiB, freed memory returned |" if returned else "")
+           + (" relation's share (profiled call) |" if shares else ""),
+           "|---|---|---|---|---|---|" + ("---|" if returned else "") + ("---|" if shares else "")]
     for r in rows:
         out.append(f"| {r['setting']} | {r['label']} | {r['rse_impl']} | {_time_cell(r['time'])} "
                    f"| {_fmt(r.get('vs_semantic_fpn'), 2)} | {_mem_cell(r['memory'])} |"
-                   + (f" {_mem_cell(r.get('memory_freed_returned', {}))} |" if returned else ""))
+                   + (f" {_mem_cell(r.get('memory_freed_returned', {}))} |" if returned else "")
+                   + (f" {_share_cell(r.get('relation_share'))} |" if shares else ""))
     return out
 
 
@@ -159,5 +168,7 @@ def _heads_section(results: Dict, s: Dict) -> List[str]:
               "OpenMP regions of a head can wait a scheduler time slice for a descheduled "
               "thread, which penalizes the heads with more small ops; one thread shows their "
               "compute cost. Peak memory does not depend on the thread count and is measured "
-              "once.", ""]
+              "once. The relation's share: RSP-4's call run again under torch.profiler, the "
+              "time inside the extractors' relation calls (and, in a training step, their "
+              "backward nodes) over the call's wall time, median of 3.", ""]
     return lines + _head_table(results["heads"]) + [""]
