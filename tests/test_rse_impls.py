@@ -27,8 +27,10 @@ from rsp_d2.layers.rse_flex import HAS_FLEX
 from rsp_d2.layers.rse_triton import HAS_TRITON
 
 # (n, m, c, h, w, kernel_size, dilation, num_heads, pos): odd sizes, borders everywhere,
-# dilation 1-3, 1-4 heads, windows larger than the map, k = 1; the last one spans several
-# SIMD blocks of pixels, window columns (k = 9) and channels in the C++ loops, with remainders.
+# dilation 1-3, 1-4 heads, windows larger than the map, k = 1; the last two span several
+# SIMD blocks of pixels, window columns (k = 9) and channel blocks of the C++ loops (8 on AVX2;
+# 16, 12 and the rest on AVX-512: 36 = 16 + 16 + 4 value channels, 13 = 12 + 1 query ones),
+# with remainders.
 CASES = [
     (2, 8, 12, 9, 11, 3, 1, 1, False),
     (1, 8, 12, 7, 13, 3, 2, 2, True),
@@ -37,6 +39,7 @@ CASES = [
     (1, 6, 9, 11, 8, 7, 2, 3, False),
     (1, 4, 4, 4, 5, 1, 1, 1, True),
     (1, 4, 20, 6, 37, 9, 1, 2, True),
+    (1, 13, 36, 5, 19, 3, 1, 1, True),
 ]
 IDS = ["k{5}d{6}h{7}{p}_{3}x{4}".format(*c, p="pos" if c[8] else "") for c in CASES]
 

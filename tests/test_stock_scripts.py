@@ -1,6 +1,7 @@
 """The paper's data pipeline in Detectron2's own scripts (rsp_d2/engine/recipe.py): a stock
 ``DefaultTrainer`` maps with Detectron2's DatasetMapper and says so at the first training step;
 ``RSPDataMixin`` (or ``build_recipe_train_loader``) trains with the mapper the config names."""
+import ast
 import logging
 
 import pytest
@@ -119,3 +120,51 @@ def test_detectron2_train_net(synthetic_root, tmp_path, with_mixin):
     assert (tmp_path / "out" / "model_final.pth").is_file()
     assert (STOCK_MAPPER in proc.stdout) is not with_mixin, proc.stdout[-5000:]
     assert (WARNING in proc.stdout) is not with_mixin, proc.stdout[-5000:]
+
+
+def _relation_macs(cfg, height, width):
+    """The definition's multiply-adds of every relation call of cfg's model on one
+    height x width image: k*k*(M + C) per pixel of each call (Eq. 1-3)."""
+    from unittest import mock
+
+    from rsp_d2.layers import rse_extractor
+
+    macs, real = [], rse_extractor.run_rse
+
+    def spy(q, k, v, pos, window, *args, **kwargs):
+        n, m, h, w = q.shape
+        macs.append(n * h * w * window.kernel_size ** 2 * (m + v.shape[1]))
+        return real(q, k, v, pos, window, *args, **kwargs)
+
+    model = build_model(cfg).eval()
+    with mock.patch.object(rse_extractor, "run_rse", spy), torch.no_grad():
+        model([{"image": torch.rand(3, height, width) * 255}])
+    return sum(macs)
+
+
+@pytest.mark.slow
+def test_detectron2_analyze_model_counts_the_relation_as_defined(synthetic_root, tmp_path):
+    """Detectron2's own tools/analyze_model.py --tasks flop, with the README's drop-in lines, on
+    the demo model: its matmul count (in a semantic model only the relation's) is the
+    definition's k*k*(M + C) multiply-adds per pixel of every relation call, although the
+    config's relation (impl auto: cpp) cannot be traced and its trace runs impl="export"."""
+    path = detectron2_tool("analyze_model.py", tmp_path)
+    text = path.read_text()
+    for old, new in [("from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate\n",
+                      "from detectron2.config import CfgNode, LazyConfig, get_cfg, instantiate\n"
+                      "import rsp_d2\n"),
+                     ("        cfg = get_cfg()\n",
+                      "        cfg = get_cfg()\n        rsp_d2.add_rsp_config(cfg)\n")]:
+        assert text.count(old) == 1, f"Detectron2's analyze_model.py changed: {old!r}"
+        text = text.replace(old, new)
+    script = tmp_path / "analyze_model_rsp.py"
+    script.write_text(text)
+    proc = run_script(script, "--tasks", "flop", "-n", "1", "--config-file", SEMANTIC_TINY,
+                      "MODEL.DEVICE", "cpu", data_root=synthetic_root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    per_op = log.split("Average GFlops for each type of operators:")[1].splitlines()[1]
+    counted = dict(ast.literal_eval(per_op))  # [(operator, GFlops), ...], as it logs them
+    # the test mapper resizes the synthetic 256x512 val images to 128x256
+    expected = _relation_macs(_tiny(), 128, 256)
+    assert round(counted["matmul"] * 1e9) == expected, (counted, expected)

@@ -145,8 +145,8 @@ RSP_INLINE void copy_column(const T* src, int64_t src_step, int64_t rows, int n,
   }
 }
 
-// Calls body(std::integral_constant<int, count>()) for count in 1..kBlock.
-template <typename Body>
+// Calls body(std::integral_constant<int, count>()) for count in 1..kMax (8 or 16).
+template <int kMax = kBlock, typename Body>
 RSP_INLINE void with_block(int count, const Body& body) {
   switch (count) {
     case 1: return body(std::integral_constant<int, 1>());
@@ -156,9 +156,18 @@ RSP_INLINE void with_block(int count, const Body& body) {
     case 5: return body(std::integral_constant<int, 5>());
     case 6: return body(std::integral_constant<int, 6>());
     case 7: return body(std::integral_constant<int, 7>());
-    default: return body(std::integral_constant<int, 8>());
   }
+  if constexpr (kMax > 8) {
+    if (count >= 16) return body(std::integral_constant<int, 16>());
+    if (count >= 12) return body(std::integral_constant<int, 12>());
+  }
+  return body(std::integral_constant<int, 8>());
 }
+
+// Channels summed in registers per weight load in window_gather/scatter: 32 vector registers
+// (AVX-512) hold 16 accumulators and the operands, 16 (AVX2) hold 8.
+template <int BYTES>
+constexpr int kGatherBlock = BYTES >= 64 ? 16 : kBlock;
 
 // One output row (n, g, i) of window_dot. bp is b padded by R (Geometry::Hp/Wp). `accumulate`:
 // out already holds the bias term. smw: the softmax weights, for the backward form.
@@ -258,12 +267,16 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scat
     for (int64_t o = 0; o < n_o; ++o)
       copy_column<T, BYTES>(w_rows[o] + jb * L, 0, 1, n, w_cols + (jb * n_o + o) * L);
   }
-  for (int64_t d0 = 0; d0 < s.D; d0 += kBlock) {
+  constexpr int GB = kGatherBlock<BYTES>;
+  for (int64_t d0 = 0; d0 < s.D;) {
+    // 12 is a block of its own: the count left may not be a multiple of 8
+    const int count = static_cast<int>(std::min<int64_t>(GB, s.D - d0));
+    const int block = count >= 16 ? 16 : count >= 12 && GB > 8 ? 12 : std::min(count, 8);
     for (int64_t jb = 0; jb < blocks; ++jb) {
       const int64_t j = jb * L;
       const int n = static_cast<int>(std::min<int64_t>(L, s.W - j));
       for (int64_t o = 0; o < n_o; ++o) b_at[o] = b_rows[o] + d0 * HWp + j;
-      with_block(static_cast<int>(std::min<int64_t>(kBlock, s.D - d0)), [&](auto kb) {
+      with_block<GB>(block, [&](auto kb) {
         constexpr int KB = decltype(kb)::value;
         T* o = out0 + d0 * HW + j;
         const T* w_col = w_cols + jb * n_o * L;
@@ -273,6 +286,7 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scat
           gather_block<T, BYTES, KB, false>(w_col, b_at, n_o, HWp, o, HW, n, accumulate);
       });
     }
+    d0 += block;
   }
 }
 
