@@ -66,6 +66,8 @@ def add_rsp_config(cfg):
     # Semantic evaluation also scores the pixels within this many pixels of a ground-truth class
     # boundary ("sem_seg_band" in the results; rsp_d2/evaluation/boundary_band.py); 0: off.
     cfg.TEST.BOUNDARY_BAND = 0
+    # Evaluate under torch.autocast: bfloat16 on the CPU, float16 on CUDA (as SOLVER.AMP trains).
+    cfg.TEST.AMP = CN({"ENABLED": False})
 
 
 def load_config(config_file: str, opts: Sequence[str] = (), *, weights: Optional[str] = None,

@@ -5,6 +5,7 @@ warns) and asserts CUDA. :class:`TorchAMPTrainer` is the same training step on t
 ``torch.amp``: float16 with a gradient scaler on CUDA (Detectron2's choice), bfloat16 without
 one on the CPU (CPU autocast runs bfloat16, whose float32 exponent range needs no loss scaling).
 """
+import contextlib
 import logging
 import time
 from typing import Optional
@@ -14,12 +15,23 @@ import torch
 from detectron2.engine import AMPTrainer
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["TorchAMPTrainer", "amp_precision"]
+__all__ = ["TorchAMPTrainer", "amp_precision", "inference_autocast"]
 
 
 def amp_precision(device_type: str) -> torch.dtype:
     """The autocast dtype of AMP training on `device_type`: float16 on CUDA, else bfloat16."""
     return torch.float16 if device_type == "cuda" else torch.bfloat16
+
+
+def inference_autocast(cfg, model):
+    """``torch.autocast`` to :func:`amp_precision` of the model's device where
+    ``TEST.AMP.ENABLED``, else a context that changes nothing."""
+    if not cfg.TEST.AMP.ENABLED:
+        return contextlib.nullcontext()
+    device_type = next(model.parameters()).device.type
+    precision = amp_precision(device_type)
+    logging.getLogger(__name__).info(f"Evaluating under autocast to {precision} on {device_type}")
+    return torch.autocast(device_type, dtype=precision)
 
 
 class TorchAMPTrainer(AMPTrainer):

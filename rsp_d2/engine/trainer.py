@@ -16,7 +16,7 @@ from ..data.build import uses_resumable_loader
 from ..evaluation.build import build_evaluator
 from ..utils.errors import InputError, TrainingDivergedError
 from ..utils.file_io import remove_stale_temporaries, write_json_atomic
-from .amp import TorchAMPTrainer
+from .amp import TorchAMPTrainer, inference_autocast
 from .checkpoint import AtomicDetectionCheckpointer, model_config_of
 from .interrupt import disk_full
 from .recipe import RSPDataMixin
@@ -210,7 +210,8 @@ class RSPTrainer(RSPDataMixin, DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        results = super().test(cfg, model, evaluators)
+        with inference_autocast(cfg, model):
+            results = super().test(cfg, model, evaluators)
         if comm.is_main_process() and cfg.OUTPUT_DIR and len(cfg.DATASETS.TEST):
             path = os.path.join(cfg.OUTPUT_DIR, "inference", "results.json")
             os.makedirs(os.path.dirname(path), exist_ok=True)
