@@ -199,6 +199,18 @@ TINY = ["train.max_iter=3", "train.log_period=1", "dataloader.train.total_batch_
         "dataloader.test.mapper.augmentations.0.max_size=256"]
 
 
+def _lazy_train(config, overrides, data_root, tmp_path):
+    """(script, output folder, process, metrics.json records) of Detectron2's own
+    lazyconfig_train_net.py, unchanged, training `config` with `overrides`."""
+    script = detectron2_tool("lazyconfig_train_net.py", tmp_path)
+    out = tmp_path / "out"
+    train = run_script(script, "--config-file", config, f"train.output_dir={out}", *overrides,
+                       data_root=data_root)
+    assert train.returncode == 0, train.stdout[-5000:]
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    return script, out, train, records
+
+
 def _final_metrics(log):
     """{task: {metric: value}} of the copypaste lines print_csv_format writes (the last ones)."""
     lines = re.findall(r"copypaste: (.*)", log)
@@ -215,12 +227,8 @@ def test_lazyconfig_train_net_trains_and_evaluates_the_demo(synthetic_root, tmp_
     """Detectron2's own LazyConfig training script, unchanged, on configs/lazy/synthetic/rsp4_R18.py: 3
     iterations on the synthetic Cityscapes on the CPU, the final evaluation with both
     evaluators, then --eval-only from the config.yaml and model_final.pth it saved."""
-    script = detectron2_tool("lazyconfig_train_net.py", tmp_path)
-    out = tmp_path / "out"
-    train = run_script(script, "--config-file", "configs/lazy/synthetic/rsp4_R18.py",
-                       f"train.output_dir={out}", *TINY, data_root=synthetic_root)
-    assert train.returncode == 0, train.stdout[-5000:]
-    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    script, out, train, records = _lazy_train("configs/lazy/synthetic/rsp4_R18.py", TINY,
+                                              synthetic_root, tmp_path)
     # one loss term: recorded as total_loss or as loss_sem_seg, by Detectron2's version
     losses = [r.get("total_loss", r.get("loss_sem_seg")) for r in records
               if "total_loss" in r or "loss_sem_seg" in r]
@@ -258,12 +266,8 @@ def test_lazyconfig_train_net_trains_and_evaluates_the_rsp4_panoptic_fpn(synthet
     configs/lazy/coco/panoptic_rsp4.py (RSP-4 on P2-P7 in a Panoptic FPN): 2 iterations on the
     synthetic COCO panoptic on the CPU with finite losses of both branches, then the final
     evaluation with the config's evaluators (boxes, masks, semantic, PQ)."""
-    script = detectron2_tool("lazyconfig_train_net.py", tmp_path)
-    out = tmp_path / "out"
-    train = run_script(script, "--config-file", "configs/lazy/coco/panoptic_rsp4.py",
-                       f"train.output_dir={out}", *PANOPTIC_TINY, data_root=synthetic_root)
-    assert train.returncode == 0, train.stdout[-5000:]
-    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    _, out, train, records = _lazy_train("configs/lazy/coco/panoptic_rsp4.py", PANOPTIC_TINY,
+                                         synthetic_root, tmp_path)
     losses = [r for r in records if "loss_sem_seg" in r]
     assert len(losses) == 2, records
     for r in losses:
