@@ -98,11 +98,13 @@ struct Scratch {
   std::vector<const T*> rows;
 };
 
-// out[t] += sum_d a[d] * b[d * b_step + t * dil] for t < KB, each a register of pixels:
-// KB window columns of one window row, summed in registers across the channel loop.
-template <typename T, int BYTES, int KB>
+// out[t] += sum_d a[d] * (b[d * b_step + t * dil] + pos[t * D + d]) for t < KB, each a register
+// of pixels: KB window columns of one window row, summed in registers across the channel loop.
+// kPos: the position embedding of each window offset (Eq. 3) added to the key as it is read,
+// a broadcast from a table that stays in L1, instead of a separate (K*K x D) product pass.
+template <typename T, int BYTES, int KB, bool kPos>
 RSP_INLINE void dot_block(const T* a, const T* b, int64_t b_step, int64_t D, int64_t dil,
-                          T* out) {
+                          const T* pos, T* out) {
   using V = typename VecOf<T, BYTES>::type;
   constexpr int L = BYTES / sizeof(T);
   V acc[KB];
@@ -110,7 +112,13 @@ RSP_INLINE void dot_block(const T* a, const T* b, int64_t b_step, int64_t D, int
   for (int64_t d = 0; d < D; ++d) {
     const V av = load<V>(a + d * L);
     const T* bd = b + d * b_step;  // padded: whole registers are ours
-    for (int t = 0; t < KB; ++t) acc[t] += av * load<V>(bd + t * dil);
+    for (int t = 0; t < KB; ++t) {
+      if constexpr (kPos) {
+        acc[t] += av * (load<V>(bd + t * dil) + pos[t * D + d]);
+      } else {
+        acc[t] += av * load<V>(bd + t * dil);
+      }
+    }
   }
   for (int t = 0; t < KB; ++t) store(out + t * L, acc[t]);
 }
@@ -169,10 +177,11 @@ RSP_INLINE void with_block(int count, const Body& body) {
 template <int BYTES>
 constexpr int kGatherBlock = BYTES >= 64 ? 16 : kBlock;
 
-// One output row (n, g, i) of window_dot. bp is b padded by R (Geometry::Hp/Wp). `accumulate`:
-// out already holds the bias term. smw: the softmax weights, for the backward form.
+// One output row (n, g, i) of window_dot. bp is b padded by R (Geometry::Hp/Wp). pos: the
+// (G, K*K, D) bias added to b per window offset, or null. smw: the softmax weights, for the
+// backward form.
 template <typename T, int BYTES>
-RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, bool accumulate, T fill,
+RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
                         const T* smw, T* out, int64_t ng, int64_t i, Scratch<T>& scratch) {
   using V = typename VecOf<T, BYTES>::type;
   constexpr int L = BYTES / sizeof(T);
@@ -180,6 +189,7 @@ RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, bool accumul
   const T* b0 = bp + ng * s.D * HWp;
   T* out0 = out + ng * KK * HW + i * s.W;
   const T* w0 = smw ? smw + ng * KK * HW + i * s.W : nullptr;
+  const T* pos_g = pos ? pos + (ng % s.G) * KK * s.D : nullptr;
   scratch.column.resize((s.D + KK) * L);
   scratch.sums.resize(KK * L);
   T* a_col = scratch.column.data();
@@ -188,19 +198,20 @@ RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, bool accumul
   for (int64_t j = 0; j < s.W; j += L) {
     const int n = static_cast<int>(std::min<int64_t>(L, s.W - j));
     copy_column<T, BYTES>(a + ng * s.D * HW + i * s.W + j, HW, s.D, n, a_col);
-    if (accumulate) {
-      copy_column<T, BYTES>(out0 + j, HW, KK, n, sums);
-    } else {
-      std::fill(sums, sums + KK * L, T(0));
-    }
+    std::fill(sums, sums + KK * L, T(0));
     for (int64_t ky = 0; ky < s.K; ++ky) {
       const int64_t ii = i + s.dy(ky * s.K);
       if (ii < 0 || ii >= s.H) continue;  // filled below
       for (int64_t kx0 = 0; kx0 < s.K; kx0 += kBlock) {
         const T* b = b0 + (ii + R) * Wp + R + j + (kx0 - s.r()) * s.dilation;
+        const int64_t o0 = ky * s.K + kx0;
+        T* at = sums + o0 * L;
         with_block(static_cast<int>(std::min<int64_t>(kBlock, s.K - kx0)), [&](auto kb) {
-          dot_block<T, BYTES, decltype(kb)::value>(a_col, b, HWp, s.D, s.dilation,
-                                                   sums + (ky * s.K + kx0) * L);
+          constexpr int KB = decltype(kb)::value;
+          if (pos)
+            dot_block<T, BYTES, KB, true>(a_col, b, HWp, s.D, s.dilation, pos_g + o0 * s.D, at);
+          else
+            dot_block<T, BYTES, KB, false>(a_col, b, HWp, s.D, s.dilation, nullptr, at);
         });
       }
     }
@@ -292,11 +303,11 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scat
 
 // The loops of one ISA over the rows [begin, end) of all (n, g) maps.
 template <typename T, int BYTES>
-RSP_INLINE void dot_rows(const Geometry& s, const T* a, const T* bp, bool accumulate, T fill,
+RSP_INLINE void dot_rows(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
                          const T* smw, T* out, int64_t begin, int64_t end) {
   Scratch<T> scratch;
   for (int64_t r = begin; r < end; ++r)
-    dot_row<T, BYTES>(s, a, bp, accumulate, fill, smw, out, r / s.H, r % s.H, scratch);
+    dot_row<T, BYTES>(s, a, bp, pos, fill, smw, out, r / s.H, r % s.H, scratch);
 }
 
 template <typename T, int BYTES>
@@ -314,14 +325,14 @@ enum class Isa { kAvx512, kAvx2, kBaseline };
 #define RSP_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define RSP_AVX2 __attribute__((target("avx2,fma")))
 template <typename T>
-RSP_AVX512 void dot_rows_avx512(const Geometry& s, const T* a, const T* bp, bool acc, T fill,
+RSP_AVX512 void dot_rows_avx512(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
                                 const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T, 64>(s, a, bp, acc, fill, smw, out, begin, end);
+  dot_rows<T, 64>(s, a, bp, pos, fill, smw, out, begin, end);
 }
 template <typename T>
-RSP_AVX2 void dot_rows_avx2(const Geometry& s, const T* a, const T* bp, bool acc, T fill,
+RSP_AVX2 void dot_rows_avx2(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
                             const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T, 32>(s, a, bp, acc, fill, smw, out, begin, end);
+  dot_rows<T, 32>(s, a, bp, pos, fill, smw, out, begin, end);
 }
 template <typename T>
 RSP_AVX512 void gather_rows_avx512(const Geometry& s, const T* w, const T* bp, bool scatter,
@@ -458,17 +469,14 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
   TORCH_CHECK(a.sizes() == b.sizes(), "rse_cpp: window_dot needs a and b of one shape");
   if (softmax_weights.has_value()) check_weights(*softmax_weights, a, s, "softmax_weights");
   const Isa which = parse_isa(isa);
-  at::Tensor out;
-  if (bias.has_value()) {  // sum_d a[d] bias[o, d] for every pixel: (G, KK, D) @ (N, G, D, HW)
-    out = at::matmul(bias_matrix(*bias, a, s, false), a.reshape({s.N, s.G, s.D, s.H * s.W}))
-              .reshape({s.N, s.G, s.KK(), s.H, s.W}).contiguous();
-  } else {
-    out = at::empty({s.N, s.G, s.KK(), s.H, s.W}, a.options());
-  }
-  const bool accumulate = bias.has_value();
+  at::Tensor out = at::empty({s.N, s.G, s.KK(), s.H, s.W}, a.options());
+  // (G, K*K, D): the loops add bias[o] to b's window offset o as they read it
+  const at::Tensor pos = bias.has_value() ? bias_matrix(*bias, a, s, false).contiguous()
+                                          : at::Tensor();
   const at::Tensor bp = padded(b, s);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "window_dot", [&] {
     const scalar_t *ap = a.data_ptr<scalar_t>(), *bb = bp.data_ptr<scalar_t>();
+    const scalar_t* pp = pos.defined() ? pos.data_ptr<scalar_t>() : nullptr;
     const scalar_t* smw = softmax_weights.has_value() ? softmax_weights->data_ptr<scalar_t>()
                                                       : nullptr;
     scalar_t* op = out.data_ptr<scalar_t>();
@@ -476,11 +484,11 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
       if (which == Isa::kAvx512)
-        return dot_rows_avx512<scalar_t>(s, ap, bb, accumulate, f, smw, op, begin, end);
+        return dot_rows_avx512<scalar_t>(s, ap, bb, pp, f, smw, op, begin, end);
       if (which == Isa::kAvx2)
-        return dot_rows_avx2<scalar_t>(s, ap, bb, accumulate, f, smw, op, begin, end);
+        return dot_rows_avx2<scalar_t>(s, ap, bb, pp, f, smw, op, begin, end);
 #endif
-      dot_rows<scalar_t, 16>(s, ap, bb, accumulate, f, smw, op, begin, end);
+      dot_rows<scalar_t, 16>(s, ap, bb, pp, f, smw, op, begin, end);
     });
   });
   return out;
