@@ -150,9 +150,7 @@ def test_memory_targets_compare_even_a_zero_peak():
     """RSP-4's inference memory against Semantic FPN's, by both methods; a baseline that peaked
     at 0 MiB (tiny --quick shapes) gives no ratio but still a comparison (it once dropped the
     target on one stack)."""
-    from support.tools import _script_module
-
-    memory_targets = _script_module("tools/benchmark.py").memory_targets
+    from rsp_d2.analysis.benchmark_targets import memory_targets
 
     def row(head, default, returned):
         return dict(head=head, rse_impl="cpp" if head == "rsp4" else "-",
@@ -165,13 +163,12 @@ def test_memory_targets_compare_even_a_zero_peak():
     assert [(t["value"], t["met"]) for t in targets] == [(0.5, True), (1.5, False)]
 
 
-def test_bfloat16_targets_come_from_one_run_of_both_dtypes(monkeypatch):
+def test_bfloat16_targets_come_from_one_run_of_both_dtypes():
     """A bfloat16 run's targets: RSP-4's bfloat16 speed-up over its float32 time against
     Semantic FPN's, and its bfloat16 time against Semantic FPN's in bfloat16; marked
-    unmeasured, never met, on a CPU without native bfloat16."""
-    from support.tools import _script_module
-
-    tool = _script_module("tools/benchmark.py")
+    unmeasured, never met, where the heads' machine has no native bfloat16 (read from the
+    machine the heads were measured on, which a report keeps beside them)."""
+    from rsp_d2.analysis.benchmark_targets import has_native_bfloat16, speed_targets
 
     def row(head, dtype, ms):
         setting = f"inference 1024x2048, batch 1, 2 threads, {dtype}"
@@ -182,10 +179,29 @@ def test_bfloat16_targets_come_from_one_run_of_both_dtypes(monkeypatch):
 
     rows = [row("semantic_fpn", "float32", 1000.0), row("rsp4", "float32", 800.0),
             row("semantic_fpn", "bfloat16", 600.0), row("rsp4", "bfloat16", 480.0)]
-    monkeypatch.setattr(tool, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
-    gain, ratio = tool.speed_targets(rows, "cpp")
+    gain, ratio = speed_targets(rows, "cpp", native_bf16=True)
     assert (gain["value"], gain["target"], gain["met"]) == (1.667, ">= 1.667", True)
     assert (ratio["value"], ratio["met"]) == (0.8, True)
-    monkeypatch.setattr(tool, "cpu_flags", lambda: frozenset({"avx2"}))
-    gain, ratio = tool.speed_targets(rows, "cpp")
+    gain, ratio = speed_targets(rows, "cpp", native_bf16=False)
     assert not gain["met"] and not ratio["met"] and "no native bfloat16" in gain["name"]
+    # the machine sections' ISA line: what the CPU has, then what it lacks
+    assert has_native_bfloat16("AVX512-BF16, AVX-512F, AVX2, FMA; no AMX-BF16")
+    assert not has_native_bfloat16("AVX2, FMA; no AMX-BF16, AVX512-BF16, AVX-512F")
+    assert has_native_bfloat16("unknown (aarch64)", device="cuda")
+
+
+def test_relation_share_only_where_it_can_be_attributed():
+    """The relation's share of a head call: for cpp (one autograd node of its own) forward and
+    backward; for export, whose backward is many ordinary nodes, only without autograd; none
+    for a head without relation."""
+    from rsp_d2.analysis.benchmark import relation_share
+
+    def case(head, impl, mode):
+        return dict(kind="head", head=head, impl=impl, mode=mode, n=1, height=64, width=128)
+
+    for mode in ("inference", "train"):
+        share = relation_share(case("rsp4", "chunked", mode))
+        assert 0 < share["share"] < 1 and share["relation_ms"] < share["call_ms"], share
+    assert relation_share(case("rsp4", "export", "inference"))["share"] > 0
+    assert relation_share(case("rsp4", "export", "train")) is None
+    assert relation_share(case("semantic_fpn", "auto", "train")) is None

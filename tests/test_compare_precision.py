@@ -81,7 +81,8 @@ def test_cpu_identity_tells_two_epyc_generations_apart():
     avx512 = cpu_model(_cpuinfo(26, 2, "fpu sse2 avx fma avx2 avx512f avx512_bf16"))
     assert avx2 == "AMD EPYC (family 23, model 49, stepping 1; AVX2, FMA)"
     assert avx512 == "AMD EPYC (family 26, model 2, stepping 1; AVX512-BF16, AVX-512F, AVX2, FMA)"
-    assert cpu_model("") == cpu_model("") and "(" not in cpu_model("")
+    # no /proc/cpuinfo fields (another OS): the processor name alone, no identity to add
+    assert "(" not in cpu_model("")
 
 
 @pytest.mark.parametrize("text", ["rsp4", "rsp4:", ":sum", "a:b:c"])

@@ -19,8 +19,10 @@ from rsp_d2.engine import argument_parser
 PAGES = (["README.md", "CONTRIBUTING.md", os.path.join("tools", "README.md")]
          + sorted(os.path.join("docs", n) for n in os.listdir(os.path.join(REPO, "docs"))
                   if n.endswith(".md")))
-# Shell operators that end one command of a line.
-_SEPARATORS = re.compile(r"&&|\|\||;|\||&(?!>)")
+# Shell operators that end one command of a line (not the & of a redirection such as 2>&1).
+_SEPARATORS = re.compile(r"&&|\|\||;|\||(?<![<>])&(?!>)")
+# A redirection token: the command's arguments end before it.
+_REDIRECTION = re.compile(r"^\d*(>>?|<)")
 
 
 def _commands():
@@ -40,6 +42,8 @@ def _commands():
                     tokens = shlex.split(segment)
                     while tokens and re.match(r"^\w+=", tokens[0]):  # VAR=value prefixes
                         tokens.pop(0)
+                    cut = [i for i, t in enumerate(tokens) if _REDIRECTION.match(t)]
+                    tokens = tokens[:cut[0]] if cut else tokens
                     if len(tokens) > 1 and re.search(r"(^|/)python[\d.]*$", tokens[0]):
                         found.append((page, tokens[1:]))
     return found

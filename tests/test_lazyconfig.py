@@ -251,7 +251,8 @@ def test_lazyconfig_train_net_trains_and_evaluates_the_demo(synthetic_root, tmp_
 
 
 # The RSP-4 Panoptic FPN (ResNet-50, as configured) on 128-pixel images, batch 2, 2 iterations.
-PANOPTIC_TINY = ["train.max_iter=2", "train.log_period=1", "train.device=cpu", "train.init_checkpoint=", "dataloader.train.total_batch_size=2",
+PANOPTIC_TINY = ["train.max_iter=2", "train.log_period=1", "train.device=cpu",
+                 "train.init_checkpoint=", "dataloader.train.total_batch_size=2",
                  "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
                  "model.sem_seg_head.conv_dims=32",
                  "dataloader.train.mapper.augmentations.0.short_edge_length=[128]",

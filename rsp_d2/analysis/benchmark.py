@@ -23,7 +23,7 @@ import os
 import platform
 import resource
 import time
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from unittest import mock
 
 import torch
@@ -194,48 +194,53 @@ _RELATION_SCOPE = "rsp_d2.relation"
 @contextlib.contextmanager
 def _relation_in_scope():
     """Within: every relation call of the extractors runs in the profiler scope
-    ``_RELATION_SCOPE``; yields the set that collects the names of the autograd nodes those
-    calls create (their backward shows as ``evaluate_function: <name>``)."""
-    backward: Set[str] = set()
+    ``_RELATION_SCOPE``; yields the list that collects, per call, the name of the autograd node
+    it returns (its backward shows as ``evaluate_function: <name>``; None without autograd)."""
+    nodes: List[Optional[str]] = []
     run_rse = rse_extractor.run_rse
 
     def scoped(*args, **kwargs):
         with record_function(_RELATION_SCOPE):
             out = run_rse(*args, **kwargs)
-        if out.grad_fn is not None:
-            backward.add(out.grad_fn.name())
+        nodes.append(out.grad_fn.name() if out.grad_fn is not None else None)
         return out
 
     with mock.patch.object(rse_extractor, "run_rse", scoped):
-        yield backward
+        yield nodes
 
 
 def relation_share(case: Dict, calls: int = 3) -> Optional[Dict]:
-    """How much of a head case's wall time its relation takes: forward (the extractors' calls)
-    and, in a training step, the backward of the autograd node each call returns. The case runs
-    once to warm up, then `calls` times under ``torch.profiler`` (CPU activity), each call
-    timed whole with ``time.perf_counter``.
+    """How much of a CPU head case's wall time its relation takes: forward (the extractors'
+    calls) and, in a training step, the backward of the autograd node each call returns. The
+    case runs once to warm up, then `calls` times under ``torch.profiler`` (CPU activity), each
+    call timed whole with ``time.perf_counter``.
 
     Returns:
         {"relation_ms", "call_ms", "share"}: medians over the calls of the relation's time, of
-        the whole call's time (profiled) and of their ratio; None for a head without relation.
-        Exact for an implementation that is one autograd node (``cpp``, ``chunked``); for one
-        made of many tensor ops only the last op's backward is counted.
+        the whole call's time (profiled) and of their ratio. None for a head without relation,
+        on CUDA (the profiler's CPU times would be kernel launches), and for an implementation
+        whose backward is not one autograd node of its own (``export``, ``reference``: their
+        last op's node type also occurs elsewhere in the head, so it cannot be attributed).
     """
     from .benchmark_cases import build_case
 
+    if case.get("device", "cpu") != "cpu":
+        return None
     run = build_case(case)
     run()
     ratios, relation, whole = [], [], []
     for _ in range(calls):
-        with _relation_in_scope() as backward, profile(activities=[ProfilerActivity.CPU]) as prof:
+        with _relation_in_scope() as nodes, profile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
             run()
             elapsed = time.perf_counter() - t0
-        names = {_RELATION_SCOPE} | {f"autograd::engine::evaluate_function: {n}" for n in backward}
-        spent = sum(e.cpu_time_total for e in prof.events() if e.name in names) / 1e6
-        if spent == 0:
+        if not nodes:
             return None
+        backward = {f"autograd::engine::evaluate_function: {n}" for n in nodes if n}
+        events = [e for e in prof.events() if e.name == _RELATION_SCOPE or e.name in backward]
+        if sum(e.name in backward for e in events) != sum(n is not None for n in nodes):
+            return None  # a node type that is not the relation's alone
+        spent = sum(e.cpu_time_total for e in events) / 1e6
         ratios.append(spent / elapsed)
         relation.append(spent)
         whole.append(elapsed)

@@ -12,8 +12,8 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["is_exporting", "is_traced_for_analysis", "refuse_export", "enter_backend", "compute_dtype", "split_heads",
-           "split_pos", "split_inputs", "input_grads"]
+__all__ = ["is_exporting", "is_traced_for_analysis", "refuse_export", "enter_backend",
+           "compute_dtype", "split_heads", "split_pos", "split_inputs", "input_grads"]
 
 
 def is_exporting() -> bool:
@@ -30,7 +30,10 @@ def is_traced_for_analysis() -> bool:
     ``FlopCountAnalysis`` / ``ActivationCountAnalysis`` trace (and through them Detectron2's
     ``tools/analyze_model.py``). Both deploying tracers fill ``torch.jit._trace._trace_module_map``
     (module scope names), the analysis tracer does not; without that attribute every trace
-    counts as analysis, which costs speed, never correctness."""
+    counts as analysis, which costs speed, never correctness. So does ``torch.jit.trace`` of a
+    plain function (not a module), which also leaves the map unset. The map is one per
+    process: a module traced for deployment in another thread at the same moment would make
+    this trace look like a deployment one (the halo form: right results, other FLOP count)."""
     return (torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
             and getattr(torch.jit._trace, "_trace_module_map", None) is None)
 

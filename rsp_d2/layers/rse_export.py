@@ -125,26 +125,29 @@ def rse_attention_export(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     return form(query, key, value, pos, kernel_size, dilation, num_heads).to(dtype)
 
 
+def _grouped_windows(x, n, g, h, w, kernel_size: int, dilation: int) -> List[torch.Tensor]:
+    """The k*k windows of (N, G*D, H, W) `x`, zero-padded, each (N, G, D, H, W)."""
+    pad = (kernel_size // 2) * dilation
+    padded = F.pad(x, (pad, pad, pad, pad)).reshape(n, g, x.shape[1] // g, h + 2 * pad,
+                                                     w + 2 * pad)
+    return _windows(padded, h, w, kernel_size, dilation)
+
+
 def _shifted_slices(query, key, value, pos, kernel_size, dilation, num_heads):
     # Sizes as the shapes give them: traced values while tracing, so the graph is dynamic.
     n, m, h, w, c = _sizes(query, value)
     g, kk = num_heads, kernel_size * kernel_size
-    pad = (kernel_size // 2) * dilation
-    hp, wp = h + 2 * pad, w + 2 * pad
-
-    def padded(x):  # (N, G*D, H, W) -> (N, G, D, H + 2 pad, W + 2 pad), zero borders
-        return F.pad(x, (pad, pad, pad, pad)).reshape(n, g, x.shape[1] // g, hp, wp)
 
     q = query.reshape(n, g, m // g, h, w)
-    logits = torch.cat([(q * k).sum(dim=2, keepdim=True)
-                        for k in _windows(padded(key), h, w, kernel_size, dilation)], dim=2)
+    logits = torch.cat([(q * k).sum(dim=2, keepdim=True) for k in
+                        _grouped_windows(key, n, g, h, w, kernel_size, dilation)], dim=2)
     if pos is not None:
         logits = logits + torch.einsum("ngmhw,ogm->ngohw", q, pos.reshape(kk, g, m // g))
     # Off-map offsets leave the softmax (-inf), as in the reference; the centre is always on the
     # map, so no pixel's row is all -inf.
     inside = _inside_mask(logits, h, w, kernel_size, dilation)
     weights = logits.masked_fill(~inside, float("-inf")).softmax(dim=2).split(1, dim=2)
-    values = _windows(padded(value), h, w, kernel_size, dilation)
+    values = _grouped_windows(value, n, g, h, w, kernel_size, dilation)
     out = weights[0] * values[0]
     for o in range(1, kk):
         out = out + weights[o] * values[o]
@@ -152,14 +155,16 @@ def _shifted_slices(query, key, value, pos, kernel_size, dilation, num_heads):
 
 
 def _per_offset_products(query, key, value, pos, kernel_size, dilation, num_heads):
+    """Eq. 1-3 as the module's docstring says for analysis traces: query, key (N, M, H, W),
+    value (N, C, H, W), pos (k*k, M) or None -> (N, C, H, W); the logits of offset o are the
+    (1 x M/G) @ (M/G x 1) products q . (k_o + pos_o) of each pixel and head, the output the sum
+    over o of (1 x 1) @ (1 x C/G) products w_o v_o."""
     n, m, h, w, c = _sizes(query, value)
     g, kk = num_heads, kernel_size * kernel_size
-    pad = (kernel_size // 2) * dilation
 
     def windows(x):  # k*k shifted (N, G, H, W, D) views of (N, G*D, H, W), zero borders
-        x = F.pad(x, (pad, pad, pad, pad))
-        x = x.reshape(n, g, x.shape[1] // g, h + 2 * pad, w + 2 * pad)
-        return [t.permute(0, 1, 3, 4, 2) for t in _windows(x, h, w, kernel_size, dilation)]
+        return [t.permute(0, 1, 3, 4, 2)
+                for t in _grouped_windows(x, n, g, h, w, kernel_size, dilation)]
 
     q = query.reshape(n, g, m // g, h, w).permute(0, 1, 3, 4, 2).unsqueeze(-2)  # (.., 1, Dq)
     per_head = pos.reshape(kk, g, 1, 1, m // g) if pos is not None else None

@@ -34,7 +34,7 @@ def _first_cpu(cpuinfo: Optional[str] = None) -> Dict[str, str]:
 
 def cpu_model(cpuinfo: Optional[str] = None) -> str:
     """The CPU type runs are recorded and paired by, e.g. "AMD EPYC (family 26, model 2,
-    stepping 1; AVX-512F, AVX512-BF16, AVX2, FMA)": the model name, its family / model /
+    stepping 1; AVX512-BF16, AVX-512F, AVX2, FMA)": the model name, its family / model /
     stepping and its vector extensions (``/proc/cpuinfo`` or `cpuinfo`'s text; the processor
     name of ``platform`` elsewhere)."""
     fields = _first_cpu(cpuinfo)

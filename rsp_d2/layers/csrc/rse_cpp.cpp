@@ -21,10 +21,12 @@
 //   nothing because its weight is zero too (window_dot writes `fill` there afterwards).
 // - A block of output pixels of one row (one SIMD register wide) keeps its sums in registers
 //   across the whole reduction: up to 8 window columns per register set in window_dot (one
-//   load of a[d] serves all of them), 8 channels in window_gather/scatter (one load of the
-//   weight serves all of them). Each multiply-add then costs about one load and no store.
-// - The bias term (the position embedding of Eq. 3) is a matrix product over the channels,
-//   done by torch (BLAS) into the output before the loops add the rest.
+//   load of a[d] serves all of them), 8 channels in window_gather/scatter (16 with AVX-512's
+//   32 registers; one load of the weight serves all of them). Each multiply-add then costs
+//   about one load and no store.
+// - window_dot adds its bias (the position embedding of Eq. 3) to b as the loops read it, from
+//   a (K*K, D) table that stays in L1; window_gather's bias term is a matrix product over the
+//   window, done by torch (BLAS) into the output before the loops add the rest.
 //
 // On x86-64 with GCC the loops are compiled three times, for AVX-512F, for AVX2+FMA and for the
 // baseline ISA (SSE2), and the CPU's features pick one at run time (`isa="auto"`), so one
@@ -153,7 +155,8 @@ RSP_INLINE void copy_column(const T* src, int64_t src_step, int64_t rows, int n,
   }
 }
 
-// Calls body(std::integral_constant<int, count>()) for count in 1..kMax (8 or 16).
+// Calls body(std::integral_constant<int, count>()) for count in 1..8, or, with kMax 16, also
+// 12 and 16: a caller with kMax 16 rounds its count to one of those first (gather_block_count).
 template <int kMax = kBlock, typename Body>
 RSP_INLINE void with_block(int count, const Body& body) {
   switch (count) {
@@ -176,6 +179,15 @@ RSP_INLINE void with_block(int count, const Body& body) {
 // (AVX-512) hold 16 accumulators and the operands, 16 (AVX2) hold 8.
 template <int BYTES>
 constexpr int kGatherBlock = BYTES >= 64 ? 16 : kBlock;
+
+// The channels of the next block when `left` remain: a count with_block<kGatherBlock> runs
+// (1..8, 12, 16), the rest going to the following blocks.
+template <int BYTES>
+RSP_INLINE int gather_block_count(int64_t left) {
+  const int count = static_cast<int>(std::min<int64_t>(kGatherBlock<BYTES>, left));
+  if (kGatherBlock<BYTES> > 8 && count >= 12) return count >= 16 ? 16 : 12;
+  return std::min(count, 8);
+}
 
 // One output row (n, g, i) of window_dot. bp is b padded by R (Geometry::Hp/Wp). pos: the
 // (G, K*K, D) bias added to b per window offset, or null. smw: the softmax weights, for the
@@ -278,16 +290,13 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scat
     for (int64_t o = 0; o < n_o; ++o)
       copy_column<T, BYTES>(w_rows[o] + jb * L, 0, 1, n, w_cols + (jb * n_o + o) * L);
   }
-  constexpr int GB = kGatherBlock<BYTES>;
   for (int64_t d0 = 0; d0 < s.D;) {
-    // 12 is a block of its own: the count left may not be a multiple of 8
-    const int count = static_cast<int>(std::min<int64_t>(GB, s.D - d0));
-    const int block = count >= 16 ? 16 : count >= 12 && GB > 8 ? 12 : std::min(count, 8);
+    const int block = gather_block_count<BYTES>(s.D - d0);
     for (int64_t jb = 0; jb < blocks; ++jb) {
       const int64_t j = jb * L;
       const int n = static_cast<int>(std::min<int64_t>(L, s.W - j));
       for (int64_t o = 0; o < n_o; ++o) b_at[o] = b_rows[o] + d0 * HWp + j;
-      with_block<GB>(block, [&](auto kb) {
+      with_block<kGatherBlock<BYTES>>(block, [&](auto kb) {
         constexpr int KB = decltype(kb)::value;
         T* o = out0 + d0 * HW + j;
         const T* w_col = w_cols + jb * n_o * L;
