@@ -166,7 +166,6 @@ def head_rows(args, device, auto_impl, impls):
             rse_impl = "-" if impl == "-" else (auto_impl if impl == "auto" else impl)
             label = setting + (f", {dtype}" if len(dtypes) > 1 else "")
             rows.append(dict(setting=label, mode=mode, threads=n_threads, dtype=dtype, head=head,
-                             device=device,
                              label=HEAD_LABELS[head], rse_impl=rse_impl, time=t, memory=mem,
                              memory_freed_returned=mem_returned, relation_share=share,
                              vs_semantic_fpn=round(t["median_ms"] / fpn_ms[dtype], 3)))

@@ -79,8 +79,8 @@ class RSPHead(nn.Module):
             num_classes: number of classes to predict.
             conv_dims: channels C of Q_l and of the fusions.
             fusion: a name of :data:`rsp_d2.layers.FUSIONS` (as shipped "sum" | "rsp" |
-                "self" | "context") per adjacent pair of levels, top-down (the first entry fuses the two
-                coarsest levels).
+                "self" | "context") per adjacent pair of levels, top-down (the first entry
+                fuses the two coarsest levels).
             kernel_size, dilation, reduction, num_heads, pos_embedding, impl: the fusions'
                 settings (:class:`rsp_d2.layers.FusionSettings`), checked by the fusions that
                 use them when they are built; a bad one is reported under its config key.

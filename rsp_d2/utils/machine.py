@@ -39,11 +39,10 @@ def cpu_model(cpuinfo: Optional[str] = None) -> str:
     name of ``platform`` elsewhere)."""
     fields = _first_cpu(cpuinfo)
     name = fields.get("model name") or platform.processor() or "unknown"
-    ids = [f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields]
-    flags = frozenset(fields.get("flags", "").split())
-    isa = [label for flag, label in _VECTOR_FLAGS if flag in flags]
-    detail = "; ".join(filter(None, [", ".join(ids).replace("cpu family", "family"),
-                                     ", ".join(isa)]))
+    ids = [f"{label} {fields[key]}" for key, label in
+           (("cpu family", "family"), ("model", "model"), ("stepping", "stepping")) if key in fields]
+    isa = _vector_extensions(frozenset(fields.get("flags", "").split()))
+    detail = "; ".join(filter(None, [", ".join(ids), ", ".join(isa)]))
     return f"{name} ({detail})" if detail else name
 
 
@@ -57,12 +56,17 @@ _VECTOR_FLAGS = [("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx
                  ("avx2", "AVX2"), ("fma", "FMA")]
 
 
+def _vector_extensions(flags: FrozenSet[str]):
+    """The names of the extensions of _VECTOR_FLAGS among `flags`, widest first."""
+    return [name for flag, name in _VECTOR_FLAGS if flag in flags]
+
+
 def cpu_vector_isa() -> str:
     """The CPU's vector extensions that matter for the kernels, e.g. "AVX2, FMA; no AMX-BF16,
     AVX512-BF16, AVX-512F" ("unknown" without ``/proc/cpuinfo`` flags)."""
     flags = cpu_flags()
     if not flags:
         return f"unknown ({platform.machine()})"
-    has = [name for flag, name in _VECTOR_FLAGS if flag in flags]
+    has = _vector_extensions(flags)
     lacks = [name for flag, name in _VECTOR_FLAGS if flag not in flags]
     return ", ".join(has or ["none of AVX2/AVX-512"]) + ("; no " + ", ".join(lacks) if lacks else "")
