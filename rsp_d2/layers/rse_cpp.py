@@ -2,8 +2,9 @@
 
 The loops (rsp_d2/layers/csrc/rse_cpp.cpp, compiled by setup.py as ``rsp_d2._C``) make one
 pass over the output rows per step, summing a register-wide block of pixels over the window
-and the channels in registers, on maps copied with a zero border (no bounds tests); the torch
-ops of ``chunked`` instead stream the whole band through memory once per offset. Three steps
+and the channels in registers, on the 2r+1 neighbour rows copied with a zero border into a
+small per-thread ring (no bounds tests, no padded copy of a map); the torch ops of
+``chunked`` instead stream the whole band through memory once per offset. Three steps
 forward and four backward, each one C++ call or one torch op:
 
     logits  = window_dot(q, k, pos)            (N, G, k*k, H, W), -inf off the map    Eq. 2-3

@@ -16,9 +16,12 @@
 // Shapes: a, b: (N, G, D, H, W); w, out of window_dot: (N, G, K*K, H, W); bias: (K*K, G, D).
 //
 // How the loops are laid out:
-// - The maps read at a neighbour are first copied into a zero border (padded) map, so the
-//   inner loops have no bounds tests: an off-map neighbour reads zeros, and contributes
-//   nothing because its weight is zero too (window_dot writes `fill` there afterwards).
+// - The rows of the maps read at a neighbour are copied, as the loops reach them, into a small
+//   per-thread ring of rows with a zero border (Band: the 2R+1 rows one output row reads), so
+//   the inner loops have no bounds tests: an off-map column reads zeros, and contributes
+//   nothing because its weight is zero too (window_dot writes `fill` there afterwards); an
+//   off-map row is skipped. No padded copy of a whole map is made: a fresh map-sized buffer
+//   costs a page fault per page on first touch, more than the copy itself.
 // - A block of output pixels of one row (one SIMD register wide) keeps its sums in registers
 //   across the whole reduction: up to 8 window columns per register set in window_dot (one
 //   load of a[d] serves all of them), 8 channels in window_gather/scatter (16 with AVX-512's
@@ -53,8 +56,8 @@ namespace {
 #define RSP_INLINE inline
 #endif
 
-// Widest register, in lanes of float: the padded maps' rows hold W rounded up to a multiple of
-// it (plus the border), so a register-wide load never leaves its row.
+// Widest register, in lanes of float: a Band's rows hold W rounded up to a multiple of it (plus
+// the border), so a register-wide load never leaves its row.
 constexpr int64_t kMaxFloatLanes = 16;
 // Window columns (window_dot) and channels (window_gather/scatter) summed per register set.
 constexpr int kBlock = 8;
@@ -82,8 +85,7 @@ struct Geometry {
   int64_t N, G, D, H, W, K, dilation;
   int64_t KK() const { return K * K; }
   int64_t r() const { return K / 2; }
-  int64_t R() const { return r() * dilation; }  // the border of the padded maps
-  int64_t Hp() const { return H + 2 * R(); }
+  int64_t R() const { return r() * dilation; }  // the border of a Band's rows
   int64_t Wp() const { return (W + kMaxFloatLanes - 1) / kMaxFloatLanes * kMaxFloatLanes + 2 * R(); }
   int64_t dy(int64_t o) const { return (o / K - r()) * dilation; }
   int64_t dx(int64_t o) const { return (o % K - r()) * dilation; }
@@ -100,6 +102,39 @@ struct Scratch {
   std::vector<const T*> rows;
 };
 
+// The rows [i - R, i + R] of one (n, g) map of `planes` planes (channels or window offsets) that
+// an output row i reads, each with a zero border (R left; R plus W's rounding to whole registers
+// right): a ring of 2R+1 slots, a row copied in when first asked for. Rows come in increasing
+// order within a thread's part, so each source row is copied once (2R more at its start).
+template <typename T>
+struct Band {
+  const T* src = nullptr;  // (N*G, planes, H, W)
+  int64_t planes = 0, H = 0, W = 0, Wp = 0, R = 0, slots = 0;
+  std::vector<T> buf;       // [slot][plane][Wp], zero where no row is ever copied
+  std::vector<int64_t> held;  // the (ng * H + row) in each slot, -1 for none
+
+  void reset(const T* source, int64_t n_planes, const Geometry& s) {
+    src = source, planes = n_planes, H = s.H, W = s.W, Wp = s.Wp(), R = s.R();
+    slots = 2 * R + 1;
+    buf.assign(slots * planes * Wp, T(0));
+    held.assign(slots, -1);
+  }
+
+  // Plane 0 of row ii of map ng, its column 0 at +R; plane p at +p * Wp. Valid until a row
+  // more than 2R away is asked for.
+  RSP_INLINE const T* row(int64_t ng, int64_t ii) {
+    const int64_t slot = ii % slots, key = ng * H + ii;
+    T* base = buf.data() + slot * planes * Wp;
+    if (held[slot] != key) {
+      const T* from = src + ng * planes * H * W + ii * W;
+      for (int64_t p = 0; p < planes; ++p)
+        std::memcpy(base + p * Wp + R, from + p * H * W, W * sizeof(T));
+      held[slot] = key;
+    }
+    return base;
+  }
+};
+
 // out[t] += sum_d a[d] * (b[d * b_step + t * dil] + pos[t * D + d]) for t < KB, each a register
 // of pixels: KB window columns of one window row, summed in registers across the channel loop.
 // kPos: the position embedding of each window offset (Eq. 3) added to the key as it is read,
@@ -113,7 +148,7 @@ RSP_INLINE void dot_block(const T* a, const T* b, int64_t b_step, int64_t D, int
   for (int t = 0; t < KB; ++t) acc[t] = load<V>(out + t * L);
   for (int64_t d = 0; d < D; ++d) {
     const V av = load<V>(a + d * L);
-    const T* bd = b + d * b_step;  // padded: whole registers are ours
+    const T* bd = b + d * b_step;  // a Band's row: whole registers are ours
     for (int t = 0; t < KB; ++t) {
       if constexpr (kPos) {
         acc[t] += av * (load<V>(bd + t * dil) + pos[t * D + d]);
@@ -189,16 +224,14 @@ RSP_INLINE int gather_block_count(int64_t left) {
   return std::min(count, 8);
 }
 
-// One output row (n, g, i) of window_dot. bp is b padded by R (Geometry::Hp/Wp). pos: the
-// (G, K*K, D) bias added to b per window offset, or null. smw: the softmax weights, for the
-// backward form.
+// One output row (n, g, i) of window_dot. b: the Band of b. pos: the (G, K*K, D) bias added to
+// b per window offset, or null. smw: the softmax weights, for the backward form.
 template <typename T, int BYTES>
-RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
+RSP_INLINE void dot_row(const Geometry& s, const T* a, Band<T>& b_band, const T* pos, T fill,
                         const T* smw, T* out, int64_t ng, int64_t i, Scratch<T>& scratch) {
   using V = typename VecOf<T, BYTES>::type;
   constexpr int L = BYTES / sizeof(T);
-  const int64_t HW = s.H * s.W, Wp = s.Wp(), HWp = s.Hp() * Wp, R = s.R(), KK = s.KK();
-  const T* b0 = bp + ng * s.D * HWp;
+  const int64_t HW = s.H * s.W, Wp = s.Wp(), R = s.R(), KK = s.KK();
   T* out0 = out + ng * KK * HW + i * s.W;
   const T* w0 = smw ? smw + ng * KK * HW + i * s.W : nullptr;
   const T* pos_g = pos ? pos + (ng % s.G) * KK * s.D : nullptr;
@@ -214,16 +247,17 @@ RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, const T* pos
     for (int64_t ky = 0; ky < s.K; ++ky) {
       const int64_t ii = i + s.dy(ky * s.K);
       if (ii < 0 || ii >= s.H) continue;  // filled below
+      const T* b_row = b_band.row(ng, ii) + R + j;
       for (int64_t kx0 = 0; kx0 < s.K; kx0 += kBlock) {
-        const T* b = b0 + (ii + R) * Wp + R + j + (kx0 - s.r()) * s.dilation;
+        const T* b = b_row + (kx0 - s.r()) * s.dilation;
         const int64_t o0 = ky * s.K + kx0;
         T* at = sums + o0 * L;
         with_block(static_cast<int>(std::min<int64_t>(kBlock, s.K - kx0)), [&](auto kb) {
           constexpr int KB = decltype(kb)::value;
           if (pos)
-            dot_block<T, BYTES, KB, true>(a_col, b, HWp, s.D, s.dilation, pos_g + o0 * s.D, at);
+            dot_block<T, BYTES, KB, true>(a_col, b, Wp, s.D, s.dilation, pos_g + o0 * s.D, at);
           else
-            dot_block<T, BYTES, KB, false>(a_col, b, HWp, s.D, s.dilation, nullptr, at);
+            dot_block<T, BYTES, KB, false>(a_col, b, Wp, s.D, s.dilation, nullptr, at);
         });
       }
     }
@@ -258,13 +292,14 @@ RSP_INLINE void dot_row(const Geometry& s, const T* a, const T* bp, const T* pos
 }
 
 // One output row (n, g, i) of window_gather (scatter = false) or window_scatter (true).
-// bp: b padded by R. w: the weights, unpadded for gather (read at (i, j)), padded for scatter
-// (read at the neighbour (i - dy, j - dx)).
+// b_band: the Band of b. w: the weights, read at (i, j) for gather; for scatter, at the
+// neighbour (i - dy, j - dx), from their Band w_band.
 template <typename T, int BYTES>
-RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scatter,
-                           bool accumulate, T* out, int64_t ng, int64_t i, Scratch<T>& scratch) {
+RSP_INLINE void gather_row(const Geometry& s, const T* w, Band<T>& w_band, Band<T>& b_band,
+                           bool scatter, bool accumulate, T* out, int64_t ng, int64_t i,
+                           Scratch<T>& scratch) {
   constexpr int L = BYTES / sizeof(T);
-  const int64_t HW = s.H * s.W, Wp = s.Wp(), HWp = s.Hp() * Wp, R = s.R(), KK = s.KK();
+  const int64_t HW = s.H * s.W, Wp = s.Wp(), R = s.R(), KK = s.KK();
   const int sign = scatter ? -1 : 1;
   scratch.rows.resize(3 * KK);
   const T** w_rows = scratch.rows.data();
@@ -274,8 +309,8 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scat
   for (int64_t o = 0; o < KK; ++o) {
     const int64_t ii = i + sign * s.dy(o), dx = sign * s.dx(o);
     if (ii < 0 || ii >= s.H) continue;
-    b_rows[n_o] = bp + ng * s.D * HWp + (ii + R) * Wp + R + dx;
-    w_rows[n_o] = scatter ? w + (ng * KK + o) * HWp + (ii + R) * Wp + R + dx
+    b_rows[n_o] = b_band.row(ng, ii) + R + dx;
+    w_rows[n_o] = scatter ? w_band.row(ng, ii) + o * Wp + R + dx
                           : w + (ng * KK + o) * HW + i * s.W;
     ++n_o;
   }
@@ -295,15 +330,15 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scat
     for (int64_t jb = 0; jb < blocks; ++jb) {
       const int64_t j = jb * L;
       const int n = static_cast<int>(std::min<int64_t>(L, s.W - j));
-      for (int64_t o = 0; o < n_o; ++o) b_at[o] = b_rows[o] + d0 * HWp + j;
+      for (int64_t o = 0; o < n_o; ++o) b_at[o] = b_rows[o] + d0 * Wp + j;
       with_block<kGatherBlock<BYTES>>(block, [&](auto kb) {
         constexpr int KB = decltype(kb)::value;
         T* o = out0 + d0 * HW + j;
         const T* w_col = w_cols + jb * n_o * L;
         if (n == L)
-          gather_block<T, BYTES, KB, true>(w_col, b_at, n_o, HWp, o, HW, n, accumulate);
+          gather_block<T, BYTES, KB, true>(w_col, b_at, n_o, Wp, o, HW, n, accumulate);
         else
-          gather_block<T, BYTES, KB, false>(w_col, b_at, n_o, HWp, o, HW, n, accumulate);
+          gather_block<T, BYTES, KB, false>(w_col, b_at, n_o, Wp, o, HW, n, accumulate);
       });
     }
     d0 += block;
@@ -312,19 +347,25 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, const T* bp, bool scat
 
 // The loops of one ISA over the rows [begin, end) of all (n, g) maps.
 template <typename T, int BYTES>
-RSP_INLINE void dot_rows(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
+RSP_INLINE void dot_rows(const Geometry& s, const T* a, const T* b, const T* pos, T fill,
                          const T* smw, T* out, int64_t begin, int64_t end) {
   Scratch<T> scratch;
+  Band<T> b_band;
+  b_band.reset(b, s.D, s);
   for (int64_t r = begin; r < end; ++r)
-    dot_row<T, BYTES>(s, a, bp, pos, fill, smw, out, r / s.H, r % s.H, scratch);
+    dot_row<T, BYTES>(s, a, b_band, pos, fill, smw, out, r / s.H, r % s.H, scratch);
 }
 
 template <typename T, int BYTES>
-RSP_INLINE void gather_rows(const Geometry& s, const T* w, const T* bp, bool scatter,
+RSP_INLINE void gather_rows(const Geometry& s, const T* w, const T* b, bool scatter,
                             bool accumulate, T* out, int64_t begin, int64_t end) {
   Scratch<T> scratch;
+  Band<T> w_band, b_band;
+  if (scatter) w_band.reset(w, s.KK(), s);
+  b_band.reset(b, s.D, s);
   for (int64_t r = begin; r < end; ++r)
-    gather_row<T, BYTES>(s, w, bp, scatter, accumulate, out, r / s.H, r % s.H, scratch);
+    gather_row<T, BYTES>(s, w, w_band, b_band, scatter, accumulate, out, r / s.H, r % s.H,
+                         scratch);
 }
 
 // The ISAs the loops are compiled for, widest first.
@@ -334,24 +375,24 @@ enum class Isa { kAvx512, kAvx2, kBaseline };
 #define RSP_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define RSP_AVX2 __attribute__((target("avx2,fma")))
 template <typename T>
-RSP_AVX512 void dot_rows_avx512(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
+RSP_AVX512 void dot_rows_avx512(const Geometry& s, const T* a, const T* b, const T* pos, T fill,
                                 const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T, 64>(s, a, bp, pos, fill, smw, out, begin, end);
+  dot_rows<T, 64>(s, a, b, pos, fill, smw, out, begin, end);
 }
 template <typename T>
-RSP_AVX2 void dot_rows_avx2(const Geometry& s, const T* a, const T* bp, const T* pos, T fill,
+RSP_AVX2 void dot_rows_avx2(const Geometry& s, const T* a, const T* b, const T* pos, T fill,
                             const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T, 32>(s, a, bp, pos, fill, smw, out, begin, end);
+  dot_rows<T, 32>(s, a, b, pos, fill, smw, out, begin, end);
 }
 template <typename T>
-RSP_AVX512 void gather_rows_avx512(const Geometry& s, const T* w, const T* bp, bool scatter,
+RSP_AVX512 void gather_rows_avx512(const Geometry& s, const T* w, const T* b, bool scatter,
                                    bool acc, T* out, int64_t begin, int64_t end) {
-  gather_rows<T, 64>(s, w, bp, scatter, acc, out, begin, end);
+  gather_rows<T, 64>(s, w, b, scatter, acc, out, begin, end);
 }
 template <typename T>
-RSP_AVX2 void gather_rows_avx2(const Geometry& s, const T* w, const T* bp, bool scatter,
+RSP_AVX2 void gather_rows_avx2(const Geometry& s, const T* w, const T* b, bool scatter,
                                bool acc, T* out, int64_t begin, int64_t end) {
-  gather_rows<T, 32>(s, w, bp, scatter, acc, out, begin, end);
+  gather_rows<T, 32>(s, w, b, scatter, acc, out, begin, end);
 }
 #endif
 
@@ -452,13 +493,6 @@ void check_weights(const at::Tensor& w, const at::Tensor& like, const Geometry& 
               "rse_cpp: ", name, " must be (N, G, K*K, H, W), got ", w.sizes());
 }
 
-// (N, G, C, H, W) -> (N, G, C, Hp, Wp) with a zero border: R on top, left and bottom, and on
-// the right R plus the rounding of W up to whole registers.
-at::Tensor padded(const at::Tensor& t, const Geometry& s) {
-  const int64_t R = s.R();
-  return at::constant_pad_nd(t, {R, s.Wp() - s.W - R, R, R}, 0).contiguous();
-}
-
 // The bias (K*K, G, D), checked, as (G, K*K, D) for window_dot or (G, D, K*K) for gather.
 at::Tensor bias_matrix(const at::Tensor& bias, const at::Tensor& like, const Geometry& s,
                        bool transposed) {
@@ -482,9 +516,8 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
   // (G, K*K, D): the loops add bias[o] to b's window offset o as they read it
   const at::Tensor pos = bias.has_value() ? bias_matrix(*bias, a, s, false).contiguous()
                                           : at::Tensor();
-  const at::Tensor bp = padded(b, s);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "window_dot", [&] {
-    const scalar_t *ap = a.data_ptr<scalar_t>(), *bb = bp.data_ptr<scalar_t>();
+    const scalar_t *ap = a.data_ptr<scalar_t>(), *bb = b.data_ptr<scalar_t>();
     const scalar_t* pp = pos.defined() ? pos.data_ptr<scalar_t>() : nullptr;
     const scalar_t* smw = softmax_weights.has_value() ? softmax_weights->data_ptr<scalar_t>()
                                                       : nullptr;
@@ -518,10 +551,8 @@ at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
     out = at::empty_like(b);
   }
   const bool accumulate = bias.has_value();
-  const at::Tensor bp = padded(b, s);
-  const at::Tensor wp = scatter ? padded(w, s) : w;
   AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "window_gather", [&] {
-    const scalar_t *ww = wp.data_ptr<scalar_t>(), *bb = bp.data_ptr<scalar_t>();
+    const scalar_t *ww = w.data_ptr<scalar_t>(), *bb = b.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
