@@ -7,27 +7,15 @@ import math
 import pytest
 from scipy import stats
 
-from rsp_d2.analysis.compare import Variant, is_finished, run_dir
+from rsp_d2.analysis.compare import Variant
 from rsp_d2.analysis.compare_report import collect, more_seeds, parse_contrast
 from rsp_d2.utils.errors import InputError
 from rsp_d2.utils.machine import cpu_model
+from support.compare_runs import CPU, finished_run
 from support.tools import call_main
 from support.train_net import REPO, SEMANTIC_TINY
 
 SUM = ["MODEL.SEM_SEG_HEAD.RSP.FUSION", "['sum','sum','sum','sum','sum']"]
-CPU = "Test CPU"
-
-
-def _finished(root, variant, seed, miou, cpu=CPU, band=None):
-    out = run_dir(str(root), variant, seed)
-    (root / variant.name / f"seed{seed}" / "inference").mkdir(parents=True)
-    (root / variant.name / f"seed{seed}" / "model_final.pth").write_bytes(b"")
-    with open(f"{out}/inference/results.json", "w") as f:
-        json.dump({"sem_seg": {"mIoU": miou, "IoU-rider": miou},
-                   **({"sem_seg_band": {"mIoU": band}} if band is not None else {})}, f)
-    with open(f"{out}/run_info.json", "w") as f:
-        json.dump({"wall_s": 1.0, "cpu": cpu}, f)
-    assert is_finished(out)
 
 
 @pytest.fixture
@@ -40,8 +28,8 @@ def test_contrast_interval_and_the_stopping_rule(variants, tmp_path):
     rsp4, base = variants
     diffs = [1.0, 3.0, 2.0]
     for seed, d in enumerate(diffs):
-        _finished(tmp_path, base, seed, 50.0 + seed, band=40.0)
-        _finished(tmp_path, rsp4, seed, 50.0 + seed + d, band=40.0 + 2 * d)
+        finished_run(tmp_path, base, seed, 50.0 + seed, band=40.0)
+        finished_run(tmp_path, rsp4, seed, 50.0 + seed + d, band=40.0 + 2 * d)
     report = collect(variants, [0, 1, 2], str(tmp_path), contrasts=[("rsp4", "sum")],
                      precision=1.0)
     (c,) = report["contrasts"]
@@ -62,8 +50,8 @@ def test_contrast_interval_and_the_stopping_rule(variants, tmp_path):
 
 def test_runs_of_two_cpu_models_are_not_compared(variants, tmp_path):
     rsp4, base = variants
-    _finished(tmp_path, base, 0, 50.0, cpu="AMD EPYC")
-    _finished(tmp_path, rsp4, 0, 51.0, cpu="Intel Xeon")
+    finished_run(tmp_path, base, 0, 50.0, cpu="AMD EPYC")
+    finished_run(tmp_path, rsp4, 0, 51.0, cpu="Intel Xeon")
     with pytest.raises(InputError, match="the runs come from 2 CPU models"):
         collect(variants, [0], str(tmp_path))
 
@@ -98,8 +86,8 @@ def test_tool_stops_at_max_seeds_and_says_so(tmp_path):
     rsp4 = Variant("rsp4", SEMANTIC_TINY)
     base = Variant("sum", SEMANTIC_TINY, list(SUM))
     for seed, d in enumerate([0.0, 4.0]):
-        _finished(out, base, seed, 50.0)
-        _finished(out, rsp4, seed, 50.0 + d)
+        finished_run(out, base, seed, 50.0)
+        finished_run(out, rsp4, seed, 50.0 + d)
     proc = call_main("tools/compare_heads.py", "--variant", "rsp4", SEMANTIC_TINY, "--variant",
                      "sum", SEMANTIC_TINY, *SUM, "--seeds", 0, 1, "--output", out,
                      "--relation-images", 0, "--contrast", "rsp4:sum", "--precision", 1.0,

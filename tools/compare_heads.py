@@ -15,7 +15,9 @@
         --contrast rsp2:sum --contrast rsp4:sum_p2p7 --precision 1.0 --max-seeds 10 ...
 
 Each (variant, seed) trains and evaluates like train_net.py into OUTPUT/VARIANT/seedS; finished
-runs are skipped and unfinished ones resumed, so rerunning a killed comparison continues it.
+runs are skipped and unfinished ones resumed, so rerunning a killed comparison continues it;
+with --output under docs/runs/, git keeps each run's record and another clone of the same CPU
+type continues it too (docs/runs/README.md; runs of another CPU are refused, not paired).
 Writes REPORT.json, REPORT.md (the table) and REPORT.png (one point per seed, median marked);
 REPORT defaults to OUTPUT/comparison. --collect-only writes the report of the runs finished so
 far without training. Logic: rsp_d2.analysis.compare, compare_report, stats.

@@ -4,11 +4,14 @@
 A comparison is variants (a config file plus KEY VALUE overrides each) x seeds. Every
 (variant, seed) is one ``train_net.py`` run (:func:`rsp_d2.engine.run`, in a fresh interpreter
 so that ``DETECTRON2_DATASETS`` and ``--num-gpus`` apply as on the command line) into
-``ROOT/VARIANT/seedS``. A run whose ``inference/results.json`` exists is finished and skipped;
-an unfinished one is resumed from its last checkpoint (``--resume``), so a killed comparison
-continues where it stopped. After training, the worker also scores the relation maps of the
+``ROOT/VARIANT/seedS``. A finished run (:func:`is_finished`) is skipped; an unfinished one is
+resumed from its last checkpoint (``--resume``), so a killed comparison continues where it
+stopped, and a comparison whose run records are kept in git (docs/runs/) continues on another
+clone of the same CPU type (:func:`check_same_identity`). After training, the worker also scores the relation maps of the
 trained model (:mod:`rsp_d2.analysis.relation_content`) into ``relation_content.json``.
 """
+import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -23,7 +26,7 @@ from ..utils.machine import cpu_model
 from .compare_presets import PRESETS, PRETRAINED_R18
 
 __all__ = ["Variant", "RunFailed", "parse_variant", "plan", "run_dir", "run_comparison",
-           "PRESETS"]
+           "is_finished", "run_identity", "check_same_identity", "PRESETS"]
 
 RESULTS = os.path.join("inference", "results.json")
 FINAL_MODEL = "model_final.pth"
@@ -90,8 +93,13 @@ def run_dir(root: str, variant: Variant, seed: int) -> str:
 
 def is_finished(out: str) -> bool:
     """A run counts only when training ended normally: ``train_net.py`` writes the final
-    evaluation after ``model_final.pth``, and an interrupted run writes neither."""
-    return all(os.path.isfile(os.path.join(out, p)) for p in (FINAL_MODEL, RESULTS))
+    evaluation after ``model_final.pth``, and an interrupted run writes neither. The
+    run_info.json written after a finished run counts as its weights: a run's record (the
+    files docs/runs/.gitignore keeps) is finished without them, so that a comparison kept in
+    git resumes on another clone."""
+    if not os.path.isfile(os.path.join(out, RESULTS)):
+        return False
+    return any(os.path.isfile(os.path.join(out, p)) for p in (FINAL_MODEL, RUN_INFO))
 
 
 def train_argv(variant: Variant, seed: int, out: str, num_gpus: int) -> List[str]:
@@ -108,7 +116,8 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
     info_path = os.path.join(out, RUN_INFO)
     if is_finished(out):
         log(f"[skip] {variant.name} seed {seed}: {os.path.join(out, RESULTS)} exists")
-        if relation_images > 0 and not os.path.isfile(os.path.join(out, RELATION_CONTENT)):
+        if (relation_images > 0 and not os.path.isfile(os.path.join(out, RELATION_CONTENT))
+                and os.path.isfile(os.path.join(out, FINAL_MODEL))):
             _spawn(["--score-only", str(relation_images), *train_argv(variant, seed, out, 1)],
                    out, data_root, f"relation scores of {variant.name} seed {seed}")
         if os.path.isfile(info_path):
@@ -126,7 +135,7 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
         raise RunFailed(f"run {variant.name} seed {seed} exited without {RESULTS}")
     info = {"variant": variant.name, "seed": seed, "config_file": variant.config_file,
             "opts": list(variant.opts), "num_gpus": num_gpus, "train_net_argv": argv,
-            "wall_s": wall, "cpu": cpu_model(), "threads": _threads()}
+            "wall_s": wall, "threads": _threads(), **run_identity(variant)}
     write_json_atomic(info_path, info, indent=2)
     log(f"       done in {wall:.0f}s", flush=True)
     return info
@@ -162,11 +171,65 @@ def _last_error(log_path: str) -> str:
     return (errors or lines or ["(empty log)"])[-1][:400]
 
 
+def _weights_file(variant: Variant) -> Optional[str]:
+    """The local checkpoint the variant's overrides start from (MODEL.WEIGHTS), if any."""
+    opts = list(variant.opts)
+    for key, value in zip(opts[::2], opts[1::2]):
+        if key == "MODEL.WEIGHTS" and value and os.path.isfile(value):
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, stamp: tuple) -> str:  # stamp: the file's (mtime_ns, size)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stamp(path: str) -> tuple:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def run_identity(variant: Variant) -> Dict:
+    """What a new run of `variant` here would record and must share with the runs it is paired
+    with: the CPU (floats differ across CPU types) and the SHA-256 of the checkpoint it starts
+    from (a pretrained backbone made again elsewhere is other weights)."""
+    weights = _weights_file(variant)
+    return {"cpu": cpu_model(),
+            "weights_sha256": _sha256(weights, _stamp(weights)) if weights else None}
+
+
+def check_same_identity(runs: Sequence[tuple], root: str) -> None:
+    """Before a comparison adds runs to `root`: its finished runs must have been made on this
+    CPU type from the same starting weights as the runs it is about to train, or the paired
+    differences would mix them. Raises InputError naming the first run that differs."""
+    if all(is_finished(run_dir(root, v, s)) for v, s in runs):
+        return  # nothing to train: a report of what is there
+    for v, s in runs:
+        path = os.path.join(run_dir(root, v, s), RUN_INFO)
+        if not (is_finished(run_dir(root, v, s)) and os.path.isfile(path)):
+            continue
+        with open(path) as f:
+            recorded = json.load(f)
+        for key, here in run_identity(v).items():
+            if key in recorded and recorded[key] != here:
+                raise InputError(
+                    f"{path}: its run was made with {key} {recorded[key]!r}, a new run here "
+                    f"would have {here!r}; runs that differ in it are not paired. Continue "
+                    f"this comparison where its runs were made, or start another --output")
+
+
 def run_comparison(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
                    num_gpus: int = 1, data_root: Optional[str] = None,
                    relation_images: int = 4, log=print) -> Dict[tuple, Dict]:
-    """Run every (variant, seed) not yet finished; returns {(name, seed): run_info}."""
+    """Run every (variant, seed) not yet finished (after :func:`check_same_identity`);
+    returns {(name, seed): run_info}."""
     runs = plan(variants, seeds)
+    check_same_identity(runs, root)
     return {(v.name, s): run_one(v, s, run_dir(root, v, s), num_gpus=num_gpus,
                                  data_root=data_root, relation_images=relation_images, log=log)
             for v, s in runs}
