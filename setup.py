@@ -36,6 +36,26 @@ def remove_built_extension():
         os.remove(old)
 
 
+def torch_openmp():
+    """(compile args, link args) that run the kernels' threads on torch's own OpenMP pool: torch's
+    pool threads spin a while after each of torch's parallel ops, so threads of the extension's
+    own would share the cores with them. The bundled runtime (torch/lib/libgomp*.so*) is linked
+    by its file, so the extension names its soname, which the dynamic loader finds already
+    loaded by ``import torch``: one runtime, one pool. ([], []) where torch has no bundled GNU
+    OpenMP runtime (or the compiler is not GCC); the kernels then start threads of their own."""
+    import glob
+    import sys
+
+    import torch
+
+    if not sys.platform.startswith("linux") or "OpenMP" not in torch.__config__.parallel_info():
+        return [], []
+    runtime = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")))
+    if len(runtime) != 1:
+        return [], []
+    return ["-fopenmp"], [runtime[0]]
+
+
 def extensions():
     if os.environ.get("RSP_D2_NO_EXT") == "1":
         remove_built_extension()
@@ -58,10 +78,13 @@ def extensions():
                 warnings.warn(f"rsp_d2: building rsp_d2._C failed ({e}); the relation "
                               "falls back to pure PyTorch (impl='chunked')")
 
+    omp_compile, omp_link = torch_openmp()
     ext = CppExtension(
         "rsp_d2._C",
         [EXT_SOURCE],
-        extra_compile_args=["-O3", f'-DRSP_SOURCE_SHA="{source_sha(os.path.join(HERE, EXT_SOURCE))}"'],
+        extra_compile_args=["-O3", f'-DRSP_SOURCE_SHA="{source_sha(os.path.join(HERE, EXT_SOURCE))}"',
+                            *omp_compile],
+        extra_link_args=omp_link,
         optional=True,  # a compile error warns instead of failing the install
     )
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=False)}

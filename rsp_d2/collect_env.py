@@ -49,6 +49,7 @@ def _extension_rows() -> List[Tuple[str, str]]:
                 ("rsp_d2._C source hash", f"{rse_cpp._C.source_sha} (matches the source: ok)"),
                 ("rsp_d2._C loops", f"{rse_cpp.cpu_isa()} (compiled for: "
                                     f"{', '.join(rse_cpp._C.available_isas())} on this CPU)"),
+                ("rsp_d2._C threads", rse_cpp.cpu_thread_pool()),
                 ("CPU", cpu_model())]
     from .layers import available_rse_impls
 

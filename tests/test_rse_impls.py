@@ -184,12 +184,14 @@ def test_cpp_isa_choice():
 
 @needs_cpp
 def test_cpp_threads_split_rows_exactly():
-    # Big enough for the kernels to start 3 threads (the CASES above run on one). Each output
-    # row is computed by one thread with the same arithmetic, so the split must not change a
-    # bit of the kernels' results; d_pos comes from a torch einsum, whose BLAS may sum in
-    # another order with other thread counts.
-    inputs = _inputs(2, 16, 16, 24, 40, 7, True, seed=5)
-    grad_out = torch.randn(2, 16, 24, 40)
+    # Big enough for the kernels to split their rows over 3 threads (the CASES above run on
+    # one): every call has N*G*H = 256 rows of at least k*k*(D/G)*W = 49*16*96 multiply-adds,
+    # 19M in all, over 4x the 2**22 a thread must have (csrc/rse_cpp.cpp, kMinWorkPerThread).
+    # Each output row is computed by one thread with the same arithmetic, so the split must
+    # not change a bit of the kernels' results; d_pos comes from a torch einsum, whose BLAS may
+    # sum in another order with other thread counts.
+    inputs = _inputs(2, 32, 32, 64, 96, 7, True, seed=5)
+    grad_out = torch.randn(2, 32, 64, 96)
     threads = torch.get_num_threads()
     results = []
     try:
@@ -206,6 +208,24 @@ def test_cpp_threads_split_rows_exactly():
     exact = [t.detach().double() for t in inputs]
     ref = rse_attention(*exact, kernel_size=7, dilation=2, num_heads=2, impl="reference")
     torch.testing.assert_close(results[1][0].double(), ref, **FP32_TOL)
+
+
+@needs_cpp
+def test_cpp_runs_on_torchs_own_openmp_pool():
+    """Where torch bundles GNU OpenMP (Linux wheels), setup.py links the extension to that very
+    runtime: its loops then run on torch's thread pool, and the process holds one OpenMP
+    runtime (a second one's threads would fight torch's spinning ones for the cores)."""
+    import glob
+    bundled = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*"))
+    if not (sys.platform.startswith("linux") and len(bundled) == 1
+            and "OpenMP" in torch.__config__.parallel_info()):
+        pytest.skip("torch bundles no GNU OpenMP runtime here: the loops start threads of their own")
+    assert rse_cpp.cpu_thread_pool() == "torch's OpenMP pool"
+    code = ("import re, torch\nfrom rsp_d2.layers import rse_cpp\n"
+            "print(sorted(set(re.findall(r'\\S*libgomp\\S*', open('/proc/self/maps').read()))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == repr([os.path.realpath(bundled[0])])
 
 
 @needs_cpp

@@ -87,6 +87,7 @@ def machine_info(device: str = "cpu") -> Dict:
         "cpu": cpu_model(),
         "cpu_isa": cpu_vector_isa(),
         "rse_cpp_loops": rse_cpp.cpu_isa() or "unavailable",
+        "rse_cpp_threads": rse_cpp.cpu_thread_pool(),
         "logical_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -100,6 +100,7 @@ def render_markdown(results: Dict) -> str:
         "",
         f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores"
         + (f"; {m['cpu_isa']}; rsp_d2._C runs its {m['rse_cpp_loops']!r} loops"
+           + (f" on {m['rse_cpp_threads']}" if m.get("rse_cpp_threads") else "")
            if m.get("cpu_isa") else "")
         + f"; torch {m['torch']} with "
         f"{m['torch_threads']} intra-op threads; Python {m['python']}; device: {m['device']}"

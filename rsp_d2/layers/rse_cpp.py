@@ -32,7 +32,7 @@ import torch
 from .rse_common import compute_dtype, enter_backend, input_grads, split_inputs
 from .rse_registry import RSEImpl
 
-__all__ = ["rse_attention_cpp", "cpu_isa", "HAS_CPP_EXT", "IMPL"]
+__all__ = ["rse_attention_cpp", "cpu_isa", "cpu_thread_pool", "HAS_CPP_EXT", "IMPL"]
 
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "rse_cpp.cpp")
 
@@ -69,6 +69,12 @@ def cpu_isa() -> str:
     """The loops ``isa="auto"`` runs on this CPU ("avx512", "avx2" or "baseline"), or "" when
     the extension is unavailable."""
     return _C.best_isa() if HAS_CPP_EXT else ""
+
+
+def cpu_thread_pool() -> str:
+    """Where the loops' threads run: "torch's OpenMP pool" (the extension built against
+    torch's own OpenMP runtime, setup.py) or "threads of its own"; "" when unavailable."""
+    return _C.thread_pool() if HAS_CPP_EXT else ""
 
 
 def _without_autocast(fn):

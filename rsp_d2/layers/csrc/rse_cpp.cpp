@@ -36,6 +36,7 @@
 // build runs everywhere at the width of the machine. Other compilers/CPUs get the baseline
 // loops (GCC/Clang vector extensions, 16-byte vectors). FMA builds round a*b+c once, so the
 // last bits of results differ between the ISAs.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -447,12 +448,18 @@ std::vector<std::string> available_isas() {
 constexpr int64_t kMinWorkPerThread = 1 << 22;
 
 // Runs fn(begin, end) over [0, rows) split into contiguous parts, one per intra-op thread
-// (torch.get_num_threads()) that has kMinWorkPerThread of work. Plain threads: the torch
-// wheel's OpenMP runtime is not ours to link. fn must not throw (the callers check their
-// arguments before).
+// (torch.get_num_threads()) that has kMinWorkPerThread of work. Built with torch's own OpenMP
+// runtime (setup.py links it), on torch's thread pool (at::parallel_for): its threads spin a
+// while after each of torch's parallel ops, so threads of our own would wait for the cores
+// they hold. Otherwise plain threads. fn must not throw (the callers check their arguments
+// before).
 template <typename Fn>
 void parallel_rows(int64_t rows, int64_t work_per_row, const Fn& fn) {
   if (rows <= 0) return;
+#ifdef _OPENMP
+  const int64_t grain = std::max<int64_t>(1, kMinWorkPerThread / std::max<int64_t>(1, work_per_row));
+  at::parallel_for(0, rows, grain, fn);
+#else
   int64_t threads = at::get_num_threads();
   threads = std::min<int64_t>(threads, rows * work_per_row / kMinWorkPerThread);
   threads = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
@@ -470,6 +477,16 @@ void parallel_rows(int64_t rows, int64_t work_per_row, const Fn& fn) {
   fn(0, std::min(rows, step));
   for (; begin < rows; begin += step) fn(begin, std::min(rows, begin + step));
   for (auto& th : pool) th.join();
+#endif
+}
+
+// Where parallel_rows runs its parts (collect_env, the benchmark's machine line).
+std::string thread_pool() {
+#ifdef _OPENMP
+  return "torch's OpenMP pool";
+#else
+  return "threads of its own";
+#endif
 }
 
 Geometry geometry(const at::Tensor& maps, int64_t kernel_size, int64_t dilation) {
@@ -599,6 +616,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("window_scatter", &window_scatter, "adjoint of window_gather w.r.t. the map",
         py::arg("w"), py::arg("a"), py::arg("kernel_size"), py::arg("dilation"),
         py::arg("isa") = "auto", py::call_guard<py::gil_scoped_release>());
+  m.def("thread_pool", &thread_pool, "where the loops' threads run: torch's OpenMP pool or "
+        "threads of their own");
   m.def("available_isas", &available_isas, "the loops' ISAs this build and CPU run, widest first");
   m.def("best_isa", []() { return std::string(isa_name(best_isa())); },
         "the ISA isa='auto' runs");
