@@ -3,6 +3,7 @@
 Pure PyTorch: nothing here imports detectron2.
 """
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .rse import run_rse
@@ -54,7 +55,12 @@ class RelationalSemanticsExtractor(nn.Module):
     def embeddings(self, x: torch.Tensor, z: torch.Tensor):
         """query (N, C/d, H, W), key (N, C/d, H, W), value (N, C, H, W), pos (k*k, C/d) or None."""
         pos = self.pos(self.pos_map.to(x.dtype)) if self.pos is not None else None
-        return self.query(x), self.key(z), self.value(z), pos
+        # f_k and f_v as one 1x1 conv: z is read once, by one larger matrix product (the
+        # modules keep their own parameters, so checkpoints are unchanged).
+        kv = F.conv2d(z, torch.cat([self.key.weight, self.value.weight]),
+                      torch.cat([self.key.bias, self.value.bias]))
+        key, value = kv.split([self.key.out_channels, self.value.out_channels], dim=1)
+        return self.query(x), key, value, pos
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) low-level map; z: (N, C, H, W) high-level map upsampled to x.
