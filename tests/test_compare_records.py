@@ -80,3 +80,16 @@ def test_docs_runs_keeps_the_records_only(path, kept):
     name = f"docs/runs/mini/rsp4/seed0/{path}"
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", name], cwd=REPO)
     assert (ignored.returncode == 1) == kept, name
+
+
+def test_collect_only_reports_runs_without_their_starting_weights(tmp_path):
+    """Reading a comparison kept in git needs no pretrained backbone (the records are enough);
+    training more of it does, and says how to make it."""
+    rsp4, _ = _variants(tmp_path / "not_made.pth")
+    finished_run(tmp_path / "cmp", rsp4, 0, 50.0, weights=False)
+    args = ["--variant", "rsp4", SEMANTIC_TINY, "MODEL.WEIGHTS", tmp_path / "not_made.pth",
+            "--output", tmp_path / "cmp", "--relation-images", 0, "--seeds", 0]
+    report = call_main("tools/compare_heads.py", *args, "--collect-only")
+    assert report.returncode == 0, report.stderr[-2000:]
+    train = call_main("tools/compare_heads.py", *args, 1)
+    assert train.returncode == 2 and "not_made.pth does not exist" in train.stderr

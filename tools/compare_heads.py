@@ -101,8 +101,8 @@ def main(argv=None):
                              "--seeds gives")
         seeds = list(args.seeds)
         while True:  # the stopping rule looks at interval widths only, never at significance
-            if args.collect_only:
-                plan(variants, seeds)
+            if args.collect_only:  # reports runs, trains none: no starting weights needed
+                plan(variants, seeds, need_weights=False)
             else:
                 run_comparison(variants, seeds, args.output, num_gpus=args.num_gpus,
                                data_root=args.data_root, relation_images=args.relation_images)

@@ -61,10 +61,12 @@ def _check_name(name: str) -> None:
                          "leading '.')")
 
 
-def plan(variants: Sequence[Variant], seeds: Sequence[int]) -> List[tuple]:
-    """Check the variants (unique names, existing configs that merge with their overrides)
-    and return the runs [(variant, seed)] in seed-major order, so that a comparison stopped
-    early has every variant at the first seeds."""
+def plan(variants: Sequence[Variant], seeds: Sequence[int], *,
+         need_weights: bool = True) -> List[tuple]:
+    """Check the variants (unique names, existing configs that merge with their overrides and,
+    when runs are to train (`need_weights`), local MODEL.WEIGHTS that exist) and return the
+    runs [(variant, seed)] in seed-major order, so that a comparison stopped early has every
+    variant at the first seeds."""
     from ..config import load_config
 
     if not variants:
@@ -78,7 +80,7 @@ def plan(variants: Sequence[Variant], seeds: Sequence[int]) -> List[tuple]:
     for v in variants:
         _check_name(v.name)
         weights = load_config(v.config_file, v.opts).MODEL.WEIGHTS  # InputError names the key
-        if weights and "://" not in weights and not os.path.isfile(weights):
+        if need_weights and weights and "://" not in weights and not os.path.isfile(weights):
             hint = (": the mini_pretrained preset's, made by python tools/pretrain_backbone.py "
                     "--output output/pretrain_R18 --data-root datasets/synthetic_pretrain"
                     if weights.endswith(PRETRAINED_R18) else
