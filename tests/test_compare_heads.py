@@ -88,6 +88,7 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     (["--variant", "a", SEMANTIC_TINY, "--variant", "a", SEMANTIC_TINY], "appear twice"),
     (["--variant", "a", SEMANTIC_TINY, "--reference", "b", "--collect-only"], "--reference"),
     (["--variant", "a/b", SEMANTIC_TINY], "plain folder name"),
+    (["--variant", "a", SEMANTIC_TINY, "--jobs", "0"], "--jobs must be >= 1"),
     (["--variant", "a", SEMANTIC_TINY, "MODEL.WEIGHTS", "/nope.pth"],
      "variant a: MODEL.WEIGHTS /nope.pth does not exist: expected a checkpoint file"),
 ])
@@ -113,3 +114,25 @@ def test_mini_preset_reports_flops_and_missing_runs_without_training(tmp_path):
     assert flops["sum"] < flops["rsp54"] < flops["rsp2"]  # each relation module costs
     assert flops["sum_p2p7"] < flops["rsp4"]
     assert all(report["variants"][n]["at"] == [256, 512] for n in names)
+
+
+@pytest.mark.slow
+def test_jobs_train_runs_side_by_side_with_a_share_of_the_cores(synthetic_root, tmp_path):
+    """--jobs 2: the two runs of a seed train at once, each with half the cores as its
+    intra-op threads (OMP_NUM_THREADS unset), and the report is the same as one at a time."""
+    env = env_for(synthetic_root)
+    env.pop("OMP_NUM_THREADS", None)
+    out = tmp_path / "cmp"
+    proc = run_script(TOOL, *_command(out, "--jobs", "2")[2:], env=env)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    infos = []
+    for name in ("rsp4", "sum"):
+        with open(out / name / "seed0" / "run_info.json") as f:
+            infos.append(json.load(f))
+        assert infos[-1]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert max(i["started"] for i in infos) < min(i["ended"] for i in infos)  # overlapping
+    with open(out / "comparison.json") as f:
+        report = json.load(f)
+    assert report["missing"] == []
+    for name in ("rsp4", "sum"):
+        assert report["variants"][name]["runs"]["0"]["mIoU"] == _results(out, name)["sem_seg"]["mIoU"]

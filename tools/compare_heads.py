@@ -45,6 +45,9 @@ def parser():
     p.add_argument("--classes", nargs="+", default=None, help="classes whose IoU to show "
                                                               "(default rider person bicycle)")
     p.add_argument("--num-gpus", type=int, default=1, help="per run (train_net.py's)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once (CPU: each gets cores/JOBS threads unless "
+                        "OMP_NUM_THREADS is set)")
     p.add_argument("--data-root", default=None, help="DETECTRON2_DATASETS of the runs")
     p.add_argument("--relation-images", type=int, default=4,
                    help="val images on which to score relation content (0: none)")
@@ -77,8 +80,8 @@ def main(argv=None):
                                  f"({[v.name for v in variants]})")
             variants = [v for v in variants if v.name in args.only]
         variants += [parse_variant(t) for t in args.variant]
-        if args.num_gpus < 1 or args.relation_images < 0:
-            raise InputError("--num-gpus must be >= 1 and --relation-images >= 0")
+        if args.num_gpus < 1 or args.relation_images < 0 or args.jobs < 1:
+            raise InputError("--num-gpus and --jobs must be >= 1 and --relation-images >= 0")
         if args.data_root is not None and not os.path.isdir(args.data_root):
             raise InputError(f"--data-root {args.data_root}: not a folder")
         negative = [s for s in args.seeds if s < 0]
@@ -105,7 +108,8 @@ def main(argv=None):
                 plan(variants, seeds, need_weights=False)
             else:
                 run_comparison(variants, seeds, args.output, num_gpus=args.num_gpus,
-                               data_root=args.data_root, relation_images=args.relation_images)
+                               data_root=args.data_root, relation_images=args.relation_images,
+                               jobs=args.jobs)
             results = collect(variants, seeds, args.output, reference=args.reference,
                               classes=args.classes or CONTEXT_CLASSES, contrasts=contrasts,
                               precision=args.precision)

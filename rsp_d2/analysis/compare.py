@@ -10,6 +10,7 @@ stopped, and a comparison whose run records are kept in git (docs/runs/) continu
 clone of the same CPU type (:func:`check_same_identity`). After training, the worker also scores the relation maps of the
 trained model (:mod:`rsp_d2.analysis.relation_content`) into ``relation_content.json``.
 """
+import concurrent.futures
 import functools
 import hashlib
 import json
@@ -113,15 +114,17 @@ def train_argv(variant: Variant, seed: int, out: str, num_gpus: int) -> List[str
 
 
 def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
-            data_root: Optional[str] = None, relation_images: int = 4, log=print) -> Dict:
-    """Train and evaluate one (variant, seed) unless finished; returns its run_info."""
+            data_root: Optional[str] = None, relation_images: int = 4,
+            threads: Optional[int] = None, log=print) -> Dict:
+    """Train and evaluate one (variant, seed) unless finished; returns its run_info.
+    `threads`: the run's intra-op threads (OMP_NUM_THREADS), else this process's setting."""
     info_path = os.path.join(out, RUN_INFO)
     if is_finished(out):
         log(f"[skip] {variant.name} seed {seed}: {os.path.join(out, RESULTS)} exists")
         if (relation_images > 0 and not os.path.isfile(os.path.join(out, RELATION_CONTENT))
                 and os.path.isfile(os.path.join(out, FINAL_MODEL))):
             _spawn(["--score-only", str(relation_images), *train_argv(variant, seed, out, 1)],
-                   out, data_root, f"relation scores of {variant.name} seed {seed}")
+                   out, data_root, f"relation scores of {variant.name} seed {seed}", threads)
         if os.path.isfile(info_path):
             with open(info_path) as f:
                 return json.load(f)
@@ -129,17 +132,18 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
     os.makedirs(out, exist_ok=True)
     argv = train_argv(variant, seed, out, num_gpus)
     log(f"[run]  {variant.name} seed {seed} -> {out}", flush=True)
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     _spawn(["--relation-images", str(relation_images), *argv], out, data_root,
-           f"run {variant.name} seed {seed}")
+           f"run {variant.name} seed {seed}", threads)
     wall = time.perf_counter() - start
     if not is_finished(out):
         raise RunFailed(f"run {variant.name} seed {seed} exited without {RESULTS}")
     info = {"variant": variant.name, "seed": seed, "config_file": variant.config_file,
             "opts": list(variant.opts), "num_gpus": num_gpus, "train_net_argv": argv,
-            "wall_s": wall, "threads": _threads(), **run_identity(variant)}
+            "wall_s": wall, "started": started, "ended": time.time(),
+            "threads": threads or _threads(), **run_identity(variant)}
     write_json_atomic(info_path, info, indent=2)
-    log(f"       done in {wall:.0f}s", flush=True)
+    log(f"[done] {variant.name} seed {seed} in {wall:.0f}s", flush=True)
     return info
 
 
@@ -149,9 +153,13 @@ def _threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else (os.cpu_count() or 1)
 
 
-def _spawn(worker_argv: List[str], out: str, data_root: Optional[str], what: str) -> None:
-    """Run the worker below in a fresh interpreter, output appended to OUT/compare_log.txt."""
+def _spawn(worker_argv: List[str], out: str, data_root: Optional[str], what: str,
+           threads: Optional[int] = None) -> None:
+    """Run the worker below in a fresh interpreter, output appended to OUT/compare_log.txt;
+    `threads` sets its OMP_NUM_THREADS."""
     env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     if data_root is not None:
         env["DETECTRON2_DATASETS"] = os.path.abspath(data_root)
     # the worker imports this package, installed or not
@@ -227,14 +235,41 @@ def check_same_identity(runs: Sequence[tuple], root: str) -> None:
 
 def run_comparison(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
                    num_gpus: int = 1, data_root: Optional[str] = None,
-                   relation_images: int = 4, log=print) -> Dict[tuple, Dict]:
+                   relation_images: int = 4, jobs: int = 1, log=print) -> Dict[tuple, Dict]:
     """Run every (variant, seed) not yet finished (after :func:`check_same_identity`);
-    returns {(name, seed): run_info}."""
+    returns {(name, seed): run_info}.
+
+    jobs: runs trained at once, in the plan's order. With more than one, each run gets an
+    equal share of the cores as its intra-op threads (OMP_NUM_THREADS, unless set): on a CPU,
+    runs side by side with fewer threads each finish more runs per hour than one run with all
+    of them (docs/comparison_pilot.md, "Throughput"). A failed run stops the comparison once
+    the runs under way have ended; finished runs are kept.
+    """
     runs = plan(variants, seeds)
     check_same_identity(runs, root)
-    return {(v.name, s): run_one(v, s, run_dir(root, v, s), num_gpus=num_gpus,
-                                 data_root=data_root, relation_images=relation_images, log=log)
-            for v, s in runs}
+    threads = None
+    if jobs > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+
+    def one(run):
+        v, s = run
+        return run_one(v, s, run_dir(root, v, s), num_gpus=num_gpus, data_root=data_root,
+                       relation_images=relation_images, threads=threads, log=log)
+
+    if jobs <= 1:
+        return {(v.name, s): one((v, s)) for v, s in runs}
+    results = {}
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(one, run): run for run in runs}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                v, s = futures[future]
+                results[(v.name, s)] = future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()  # the runs not started; those under way finish
+            raise
+    return {(v.name, s): results[(v.name, s)] for v, s in runs}
 
 
 def _score_relations(cfg, num_images: int) -> Dict:
