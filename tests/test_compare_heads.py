@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+import rsp_d2
+
 from support.tools import call_main, env_for, run_script
 from support.train_net import REPO, SEMANTIC_TINY, TIMEOUT_S
 
@@ -130,6 +132,7 @@ def test_jobs_train_runs_side_by_side_with_a_share_of_the_cores(synthetic_root, 
         with open(out / name / "seed0" / "run_info.json") as f:
             infos.append(json.load(f))
         assert infos[-1]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+        assert infos[-1]["code"]["rsp_d2"] == rsp_d2.__version__
     assert max(i["started"] for i in infos) < min(i["ended"] for i in infos)  # overlapping
     with open(out / "comparison.json") as f:
         report = json.load(f)

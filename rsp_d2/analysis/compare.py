@@ -141,10 +141,24 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
     info = {"variant": variant.name, "seed": seed, "config_file": variant.config_file,
             "opts": list(variant.opts), "num_gpus": num_gpus, "train_net_argv": argv,
             "wall_s": wall, "started": started, "ended": time.time(),
-            "threads": threads or _threads(), **run_identity(variant)}
+            "threads": threads or _threads(), "code": _code_version(), **run_identity(variant)}
     write_json_atomic(info_path, info, indent=2)
     log(f"[done] {variant.name} seed {seed} in {wall:.0f}s", flush=True)
     return info
+
+
+def _code_version() -> Dict:
+    """rsp_d2's version and, in a git checkout, its commit: which code made a run (recorded,
+    not checked: a later commit may change the floats, never the model)."""
+    from .. import __version__
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    commit = None
+    if os.path.isdir(os.path.join(root, ".git")):
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True)
+        commit = proc.stdout.strip() if proc.returncode == 0 else None
+    return {"rsp_d2": __version__, "commit": commit}
 
 
 def _threads() -> int:
