@@ -1,18 +1,19 @@
 #!/usr/bin/env python
 """Compare heads over seeds, the paper's protocol (median and std of 5 random runs).
 
-    # the miniature benchmark of docs/MODEL_ZOO.md (CPU, synthetic Cityscapes)
-    python tools/make_synthetic_datasets.py --root datasets/synthetic_cmp --only cityscapes \
-        --num-train 24 --num-val 64
-    python tools/compare_heads.py --preset mini --seeds 0 1 2 --output output/compare_mini \
-        --data-root datasets/synthetic_cmp --report docs/comparison_mini
+    # the miniature benchmark of docs/MODEL_ZOO.md (CPU, synthetic Cityscapes, a backbone
+    # pretrained once by tools/pretrain_backbone.py), two runs at a time
+    python tools/make_synthetic_datasets.py --root datasets/synthetic_cmp96 --only cityscapes \
+        --num-train 96 --num-val 64
+    python tools/compare_heads.py --preset mini --seeds 0 1 2 --jobs 2 \
+        --output output/compare_mini --data-root datasets/synthetic_cmp96
     # Table I/IV rows on the real Cityscapes, 8 GPUs per run
     python tools/compare_heads.py --preset cityscapes --seeds 0 1 2 3 4 --num-gpus 8 \
         --output output/compare_cityscapes
     # your own variants: --variant NAME CONFIG [KEY VALUE ...] (repeatable)
     # seeds until each contrast is known to +-1 mIoU (95 % interval), at most 10 seeds
-    python tools/compare_heads.py --preset mini --only sum rsp2 sum_p2p7 rsp4 --seeds 0 1 2 3 \
-        --contrast rsp2:sum --contrast rsp4:sum_p2p7 --precision 1.0 --max-seeds 10 ...
+    python tools/compare_heads.py --preset mini --seeds 0 1 2 3 --contrast rsp2:sum \
+        --contrast rsp4:sum_p2p7 --precision 1.0 --max-seeds 10 --jobs 2 ...
 
 Each (variant, seed) trains and evaluates like train_net.py into OUTPUT/VARIANT/seedS; finished
 runs are skipped and unfinished ones resumed, so rerunning a killed comparison continues it;
@@ -30,7 +31,8 @@ import sys
 def parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", help="named variants: mini, cityscapes, table4, table6")
+    p.add_argument("--preset", help="named variants: mini, mini_scratch, cityscapes, table4, "
+                                     "table6")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="of the preset, just these variants")
     p.add_argument("--variant", nargs="+", action="append", default=[],

@@ -82,7 +82,7 @@ def plan(variants: Sequence[Variant], seeds: Sequence[int], *,
         _check_name(v.name)
         weights = load_config(v.config_file, v.opts).MODEL.WEIGHTS  # InputError names the key
         if need_weights and weights and "://" not in weights and not os.path.isfile(weights):
-            hint = (": the mini_pretrained preset's, made by python tools/pretrain_backbone.py "
+            hint = (": the mini preset's, made by python tools/pretrain_backbone.py "
                     "--output output/pretrain_R18 --data-root datasets/synthetic_pretrain"
                     if weights.endswith(PRETRAINED_R18) else
                     ": expected a checkpoint file (or a URL)")

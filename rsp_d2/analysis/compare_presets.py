@@ -24,8 +24,8 @@ _MINI_EVAL = ["TEST.BOUNDARY_BAND", "3"]
 
 
 # Where tools/pretrain_backbone.py --output output/pretrain_R18 caches the pretrained ResNet-18
-# (its default seed), relative to where the comparison runs: the mini_pretrained preset starts
-# every run from it.
+# (its default seed), relative to where the comparison runs: the mini preset starts every run
+# from it.
 PRETRAINED_R18 = os.path.join("output", "pretrain_R18", "R18_synthetic_seed1000.pth")
 
 
@@ -49,8 +49,9 @@ PRESETS = {
     "table6": [(n, f"{_AB}/t6_{n}.yaml", []) for n in
                ("baseline", "q6q7", "rsp76", "rsp76_65", "rsp76_65_54", "rsp_x4", "rsp43",
                 "rsp54_43", "rsp65_54_43")],
-    # The same rows in miniature, CPU, synthetic Cityscapes (docs/MODEL_ZOO.md's benchmark).
-    "mini": [(n, _DEMO, _MINI_SCHEDULE + _MINI_EVAL + opts) for n, opts in [
+    # The same rows in miniature, CPU, synthetic Cityscapes, trained from scratch (the pilot's
+    # design A, docs/comparison_pilot.md: the noisiest per CPU-hour).
+    "mini_scratch": [(n, _DEMO, _MINI_SCHEDULE + _MINI_EVAL + opts) for n, opts in [
         ("sum", _Q2_Q5 + _fusion("sum", "sum", "sum")),
         ("semantic_fpn", _Q2_Q5 + ["MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead"]),
         ("rsp54", _Q2_Q5 + _fusion("rsp", "sum", "sum")),
@@ -61,9 +62,11 @@ PRESETS = {
         ("sum_p2p7", _fusion("sum", "sum", "sum", "sum", "sum")),  # RSP-4's sum control
     ]],
 }
-# The same rows from a pretrained backbone, as the paper starts from ImageNet weights.
-PRESETS["mini_pretrained"] = [(n, cfg, opts + ["MODEL.WEIGHTS", PRETRAINED_R18])
-                              for n, cfg, opts in PRESETS["mini"]]
+# docs/MODEL_ZOO.md's benchmark: the same rows from a backbone pretrained once on a disjoint
+# synthetic set, as the paper starts from ImageNet weights; with 96 training images
+# (make_synthetic_datasets.py --num-train 96) the pilot's design C, its narrowest intervals.
+PRESETS["mini"] = [(n, cfg, opts + ["MODEL.WEIGHTS", PRETRAINED_R18])
+                   for n, cfg, opts in PRESETS["mini_scratch"]]
 
 
 def preset_variants(name: str):
