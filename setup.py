@@ -41,14 +41,24 @@ def torch_openmp():
     pool threads spin a while after each of torch's parallel ops, so threads of the extension's
     own would share the cores with them. The bundled runtime (torch/lib/libgomp*.so*) is linked
     by its file, so the extension names its soname, which the dynamic loader finds already
-    loaded by ``import torch``: one runtime, one pool. ([], []) where torch has no bundled GNU
-    OpenMP runtime (or the compiler is not GCC); the kernels then start threads of their own."""
+    loaded by ``import torch``: one runtime, one pool. ([], []) where torch's parallel backend is
+    not OpenMP, it bundles no GNU OpenMP runtime, or the compiler is not GCC (clang's -fopenmp
+    would need its own runtime); the kernels then start threads of their own."""
     import glob
+    import subprocess
     import sys
 
     import torch
 
-    if not sys.platform.startswith("linux") or "OpenMP" not in torch.__config__.parallel_info():
+    if (not sys.platform.startswith("linux")
+            or "ATen parallel backend: OpenMP" not in torch.__config__.parallel_info()):
+        return [], []
+    try:
+        version = subprocess.run([os.environ.get("CXX", "c++"), "--version"], capture_output=True,
+                                 text=True).stdout
+    except OSError:
+        return [], []
+    if "Free Software Foundation" not in version:  # GCC says so; clang does not
         return [], []
     runtime = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*")))
     if len(runtime) != 1:

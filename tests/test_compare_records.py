@@ -93,3 +93,28 @@ def test_collect_only_reports_runs_without_their_starting_weights(tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     train = call_main("tools/compare_heads.py", *args, 1)
     assert train.returncode == 2 and "not_made.pth does not exist" in train.stderr
+
+
+def test_runs_of_other_settings_or_older_records_are_not_continued(tmp_path):
+    """A record whose overrides differ (a from-scratch run under a pretrained preset's name),
+    one made before the starting weights' SHA-256 was recorded, or one trained with other
+    intra-op threads is not paired with new runs."""
+    weights = tmp_path / "backbone.pth"
+    weights.write_bytes(b"pretrained once")
+    rsp4, base = _variants(weights)
+    identity = run_identity(rsp4)
+    cases = {
+        "opts": dict(identity, opts=["MODEL.SEM_SEG_HEAD.RSP.FUSION", "['rsp']"]),
+        "weights_sha256": {"cpu": identity["cpu"], "opts": list(rsp4.opts)},  # older record
+        "threads": dict(identity, opts=list(rsp4.opts), threads=97),
+    }
+    for key, info in cases.items():
+        root = tmp_path / key
+        finished_run(root, rsp4, 0, 50.0, weights=False, **info)
+        with pytest.raises(InputError, match=f"made with {key} "):
+            check_same_identity(plan([rsp4], [0, 1]), str(root), threads=1)
+    # the same settings on another machine's paths: continued
+    root = tmp_path / "same"
+    moved = ["MODEL.WEIGHTS", "/elsewhere/backbone.pth"]
+    finished_run(root, rsp4, 0, 50.0, weights=False, **identity, opts=moved, threads=1)
+    check_same_identity(plan([rsp4], [0, 1]), str(root), threads=1)

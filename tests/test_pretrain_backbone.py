@@ -45,6 +45,10 @@ def test_pretrained_backbone_is_cached_and_starts_every_variant(synthetic_root, 
         assert all(torch.equal(state[k], v) for k, v in saved["model"].items())
     again = run_script(TOOL, *args)  # cached: nothing trained
     assert again.returncode == 0 and again.stdout.strip() == f"cached: {cache}"
+    # a cache made with other settings is not handed out as this pretraining
+    other = run_script(TOOL, *args[:-3], 3, "--seed", 7)
+    assert other.returncode == 2 and f"{cache}: cached from a pretraining with" in other.stderr
+    assert "'iters': 2}, asked for {'seed': 7, 'num_train': 4, 'iters': 3}" in other.stderr
 
 
 def test_overlap_with_the_benchmark_is_refused(synthetic_root, tmp_path):

@@ -2,8 +2,8 @@
 """Pretrain the demo's ResNet-18 once, as the paper starts from ImageNet weights (Sec. IV-A),
 and cache it as a Detectron2 checkpoint that the miniature comparison starts every run from.
 
-    python tools/pretrain_backbone.py --output output/pretrain_R18 \
-        --data-root datasets/synthetic_pretrain --benchmark-root datasets/synthetic_cmp
+    OMP_NUM_THREADS=1 python tools/pretrain_backbone.py --output output/pretrain_R18 \
+        --data-root datasets/synthetic_pretrain --benchmark-root datasets/synthetic_cmp96
 
 1. generates a synthetic Cityscapes of its own seed (default 1000; the benchmark's is 0) and
    --num-train images, and checks that none of its images is an image of the benchmark's val
@@ -39,7 +39,7 @@ def parser():
                    help="DETECTRON2_DATASETS of the benchmark, whose val images must not occur")
     p.add_argument("--seed", type=int, default=1000, help="data and training seed (not 0)")
     p.add_argument("--num-train", type=int, default=256)
-    p.add_argument("--iters", type=int, default=1500)
+    p.add_argument("--iters", type=int, default=1200)  # the published comparison's backbone
     return p
 
 
@@ -101,6 +101,11 @@ def _run(args):
     check_output_dir(args.data_root, "--data-root")
     target = cache_path(args.output, args.seed)
     if os.path.isfile(target):
+        made = read_checkpoint(target).get("pretraining", {})
+        asked = {"seed": args.seed, "num_train": args.num_train, "iters": args.iters}
+        if made != asked:
+            raise InputError(f"{target}: cached from a pretraining with {made}, asked for "
+                             f"{asked}: use another --output")
         print(f"cached: {target}")
         return 0
     start = time.perf_counter()

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -132,6 +133,7 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
     os.makedirs(out, exist_ok=True)
     argv = train_argv(variant, seed, out, num_gpus)
     log(f"[run]  {variant.name} seed {seed} -> {out}", flush=True)
+    identity = run_identity(variant)  # the weights it starts from, before it trains
     started, start = time.time(), time.perf_counter()
     _spawn(["--relation-images", str(relation_images), *argv], out, data_root,
            f"run {variant.name} seed {seed}", threads)
@@ -141,7 +143,7 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
     info = {"variant": variant.name, "seed": seed, "config_file": variant.config_file,
             "opts": list(variant.opts), "num_gpus": num_gpus, "train_net_argv": argv,
             "wall_s": wall, "started": started, "ended": time.time(),
-            "threads": threads or _threads(), "code": _code_version(), **run_identity(variant)}
+            "threads": threads or _threads(), "code": _code_version(), **identity}
     write_json_atomic(info_path, info, indent=2)
     log(f"[done] {variant.name} seed {seed} in {wall:.0f}s", flush=True)
     return info
@@ -154,10 +156,13 @@ def _code_version() -> Dict:
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     commit = None
-    if os.path.isdir(os.path.join(root, ".git")):
-        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True)
-        commit = proc.stdout.strip() if proc.returncode == 0 else None
+    if os.path.exists(os.path.join(root, ".git")):  # a folder, or a file in a worktree
+        try:
+            proc = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"],
+                                  cwd=root, capture_output=True, text=True)
+            commit = proc.stdout.strip() if proc.returncode == 0 else None
+        except OSError:  # no git here: the version alone
+            pass
     return {"rsp_d2": __version__, "commit": commit}
 
 
@@ -196,12 +201,20 @@ def _last_error(log_path: str) -> str:
 
 
 def _weights_file(variant: Variant) -> Optional[str]:
-    """The local checkpoint the variant's overrides start from (MODEL.WEIGHTS), if any."""
-    opts = list(variant.opts)
-    for key, value in zip(opts[::2], opts[1::2]):
-        if key == "MODEL.WEIGHTS" and value and os.path.isfile(value):
-            return value
-    return None
+    """The local checkpoint the variant starts from (MODEL.WEIGHTS of its config and
+    overrides, as train_net.py reads it), if any; a URL is named by the config alone."""
+    from ..config import load_config
+
+    weights = load_config(variant.config_file, variant.opts).MODEL.WEIGHTS
+    return weights if weights and os.path.isfile(weights) else None
+
+
+def _setting(opts: Sequence[str]) -> List[str]:
+    """The overrides without MODEL.WEIGHTS's value (a path of one machine; the weights are
+    compared by their SHA-256)."""
+    opts = list(opts)
+    return [x for i, x in enumerate(opts)
+            if not (i % 2 == 1 and opts[i - 1] == "MODEL.WEIGHTS")]
 
 
 @functools.lru_cache(maxsize=8)
@@ -227,23 +240,32 @@ def run_identity(variant: Variant) -> Dict:
             "weights_sha256": _sha256(weights, _stamp(weights)) if weights else None}
 
 
-def check_same_identity(runs: Sequence[tuple], root: str) -> None:
+def check_same_identity(runs: Sequence[tuple], root: str, threads: Optional[int] = None) -> None:
     """Before a comparison adds runs to `root`: its finished runs must have been made on this
-    CPU type from the same starting weights as the runs it is about to train, or the paired
-    differences would mix them. Raises InputError naming the first run that differs."""
+    CPU type, with the same overrides, from the same starting weights and with the same
+    intra-op threads (`threads`, else this process's) as the runs it is about to train, or the
+    paired differences would mix them (a record made before the weights' SHA-256 was recorded
+    counts as other weights when the variant starts from a checkpoint). Raises InputError
+    naming the first run that differs. A comparison with nothing left to train is a report of
+    what is there and is not checked (its report refuses runs of two CPU types)."""
     if all(is_finished(run_dir(root, v, s)) for v, s in runs):
-        return  # nothing to train: a report of what is there
+        return
     for v, s in runs:
         path = os.path.join(run_dir(root, v, s), RUN_INFO)
         if not (is_finished(run_dir(root, v, s)) and os.path.isfile(path)):
             continue
         with open(path) as f:
             recorded = json.load(f)
-        for key, here in run_identity(v).items():
-            if key in recorded and recorded[key] != here:
+        here = {**run_identity(v), "threads": threads or _threads()}
+        if here["weights_sha256"] is not None:
+            recorded.setdefault("weights_sha256", None)
+        if "opts" in recorded:
+            recorded["opts"], here["opts"] = _setting(recorded["opts"]), _setting(v.opts)
+        for key, value in here.items():
+            if key in recorded and recorded[key] != value:
                 raise InputError(
                     f"{path}: its run was made with {key} {recorded[key]!r}, a new run here "
-                    f"would have {here!r}; runs that differ in it are not paired. Continue "
+                    f"would have {value!r}; runs that differ in it are not paired. Continue "
                     f"this comparison where its runs were made, or start another --output")
 
 
@@ -260,15 +282,22 @@ def run_comparison(variants: Sequence[Variant], seeds: Sequence[int], root: str,
     the runs under way have ended; finished runs are kept.
     """
     runs = plan(variants, seeds)
-    check_same_identity(runs, root)
     threads = None
     if jobs > 1 and not os.environ.get("OMP_NUM_THREADS"):
         threads = max(1, (os.cpu_count() or 1) // jobs)
+    check_same_identity(runs, root, threads)
+    failed = threading.Event()
 
     def one(run):
+        if failed.is_set():  # a run failed: start no other
+            return None
         v, s = run
-        return run_one(v, s, run_dir(root, v, s), num_gpus=num_gpus, data_root=data_root,
-                       relation_images=relation_images, threads=threads, log=log)
+        try:
+            return run_one(v, s, run_dir(root, v, s), num_gpus=num_gpus, data_root=data_root,
+                           relation_images=relation_images, threads=threads, log=log)
+        except BaseException:
+            failed.set()
+            raise
 
     if jobs <= 1:
         return {(v.name, s): one((v, s)) for v, s in runs}
@@ -280,8 +309,7 @@ def run_comparison(variants: Sequence[Variant], seeds: Sequence[int], root: str,
                 v, s = futures[future]
                 results[(v.name, s)] = future.result()
         except BaseException:
-            for future in futures:
-                future.cancel()  # the runs not started; those under way finish
+            failed.set()  # the runs not started stay so; those under way finish
             raise
     return {(v.name, s): results[(v.name, s)] for v, s in runs}
 
