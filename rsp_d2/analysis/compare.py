@@ -30,6 +30,8 @@ from .compare_presets import PRESETS, PRETRAINED_R18
 __all__ = ["Variant", "RunFailed", "parse_variant", "plan", "run_dir", "run_comparison",
            "is_finished", "run_identity", "check_same_identity", "PRESETS"]
 
+# The folder holding the rsp_d2 package (a checkout's root, or site-packages).
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join("inference", "results.json")
 FINAL_MODEL = "model_final.pth"
 RUN_INFO = "run_info.json"
@@ -154,12 +156,11 @@ def _code_version() -> Dict:
     not checked: a later commit may change the floats, never the model)."""
     from .. import __version__
 
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     commit = None
-    if os.path.exists(os.path.join(root, ".git")):  # a folder, or a file in a worktree
+    if os.path.exists(os.path.join(_PACKAGE_ROOT, ".git")):  # a folder, or a file in a worktree
         try:
             proc = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"],
-                                  cwd=root, capture_output=True, text=True)
+                                  cwd=_PACKAGE_ROOT, capture_output=True, text=True)
             commit = proc.stdout.strip() if proc.returncode == 0 else None
         except OSError:  # no git here: the version alone
             pass
@@ -182,8 +183,7 @@ def _spawn(worker_argv: List[str], out: str, data_root: Optional[str], what: str
     if data_root is not None:
         env["DETECTRON2_DATASETS"] = os.path.abspath(data_root)
     # the worker imports this package, installed or not
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
     log_path = os.path.join(out, "compare_log.txt")
     with open(log_path, "a") as f:
         proc = subprocess.run([sys.executable, "-m", __name__, *worker_argv],
@@ -250,13 +250,16 @@ def check_same_identity(runs: Sequence[tuple], root: str, threads: Optional[int]
     what is there and is not checked (its report refuses runs of two CPU types)."""
     if all(is_finished(run_dir(root, v, s)) for v, s in runs):
         return
+    identities = {}  # per variant: its config merge and weights' hash once
     for v, s in runs:
         path = os.path.join(run_dir(root, v, s), RUN_INFO)
         if not (is_finished(run_dir(root, v, s)) and os.path.isfile(path)):
             continue
         with open(path) as f:
             recorded = json.load(f)
-        here = {**run_identity(v), "threads": threads or _threads()}
+        if v.name not in identities:
+            identities[v.name] = run_identity(v)
+        here = {**identities[v.name], "threads": threads or _threads()}
         if here["weights_sha256"] is not None:
             recorded.setdefault("weights_sha256", None)
         if "opts" in recorded:
