@@ -1,14 +1,19 @@
 """The comparison's contrasts and its stopping rule (tools/compare_heads.py --contrast,
 --precision, --max-seeds; rsp_d2/analysis/compare_report.py), on runs laid out as finished
 runs are: no training, the numbers are chosen so that the intervals are known exactly."""
+import io
 import json
 import math
 
 import pytest
+from PIL import Image
 from scipy import stats
 
 from rsp_d2.analysis.compare import Variant
-from rsp_d2.analysis.compare_report import collect, more_seeds, parse_contrast
+from rsp_d2.analysis.compare_presets import PRESETS, preset_variants
+from rsp_d2.analysis.compare_report import (collect, markdown_table, more_seeds, parse_contrast,
+                                            plot_report, reading)
+from rsp_d2.analysis.paper_tables import PAPER_ROWS, paper_miou
 from rsp_d2.utils.errors import InputError
 from rsp_d2.utils.machine import cpu_model
 from support.compare_runs import CPU, finished_run
@@ -101,3 +106,58 @@ def test_tool_stops_at_max_seeds_and_says_so(tmp_path):
         report = json.load(f)
     assert report["precision"] == 1.0 and report["max_seeds"] == 2
     assert report["variants"]["sum"]["config_file"] == SEMANTIC_TINY  # relative to the repo
+
+
+def test_contrasts_are_read_against_the_papers_difference(tmp_path):
+    """A variant that stands for a paper row carries its Cityscapes mIoU; each contrast gets the
+    paper's difference, whether its interval holds it and excludes 0, and a reading in words;
+    the plot gains a panel of the paired differences."""
+    rsp4 = Variant("rsp4", str(REPO / SEMANTIC_TINY), paper="cityscapes/rsp4_R50.yaml")
+    p2p7 = Variant("sum_p2p7", str(REPO / SEMANTIC_TINY), list(SUM),
+                   paper="cityscapes/ablations/t6_q6q7.yaml")
+    same = Variant("same", str(REPO / SEMANTIC_TINY), list(SUM), paper="cityscapes/rsp4_R50.yaml")
+    for seed, d in enumerate([1.0, 2.0, 3.0, 2.0]):
+        finished_run(tmp_path, p2p7, seed, 50.0 + seed)
+        finished_run(tmp_path, rsp4, seed, 50.0 + seed + d)  # +2.0 [+0.7, +3.3]
+        finished_run(tmp_path, same, seed, 50.0 + seed + d + (0.1 if seed % 2 else -0.1))
+    report = collect([rsp4, p2p7, same], [0, 1, 2, 3], str(tmp_path),
+                     contrasts=[("rsp4", "sum_p2p7"), ("same", "rsp4")], precision=1.0)
+    assert report["variants"]["rsp4"]["paper"] == {"table": "I", "model": "RSP-4 R50",
+                                                   "mIoU": 77.5}
+    assert report["variants"]["sum_p2p7"]["paper"]["mIoU"] == 76.0  # Table VI's "+Q6, Q7"
+    ahead, level = report["contrasts"]
+    assert ahead["paper"] == {"difference": 1.5, "tables": "I, VI", "inside_ci": True}
+    assert ahead["excludes_zero"] is True
+    assert reading(ahead) == "rsp4 ahead; the paper's +1.5 fits"
+    assert level["excludes_zero"] is False and level["paper"]["difference"] == 0.0
+    assert reading(level) == "undecided: holds 0 and the paper's +0.0"
+    ruled_out = dict(level, paper=dict(level["paper"], difference=1.5, inside_ci=False))
+    assert reading(ruled_out) == "no difference shown; rules out the paper's +1.5"
+    behind = dict(ahead, mean=-2.0, paper=dict(ahead["paper"], inside_ci=False))
+    assert reading(behind) == "sum_p2p7 ahead; the paper's +1.5 is outside"
+    table = markdown_table(report)
+    assert "| +1.5 (I, VI) | rsp4 ahead; the paper's +1.5 fits |" in table
+    one = collect([rsp4, p2p7], [0], str(tmp_path), contrasts=[("rsp4", "sum_p2p7")])
+    assert reading(one["contrasts"][0]) == "too few seeds"
+    with_contrasts = Image.open(io.BytesIO(plot_report(report)))
+    without = Image.open(io.BytesIO(plot_report(dict(report, contrasts=[]))))
+    assert with_contrasts.height == 2 * without.height
+
+
+def test_paper_miou_rows_match_the_papers_own_differences():
+    """Tables IV and VI print each row's gain over the baseline, "+0.4" for 75.2: the mIoU
+    transcribed for each row must give those gains, and every preset variant names a row."""
+    printed = {("IV", "+RSP x1 (RSP 54, Sum 43)"): 0.4, ("IV", "+RSP x1 (RSP 43, Sum 54)"): 0.8,
+               ("IV", "+RSP x2 (54, 43)"): 1.3, ("IV", "+SELF x2"): 0.7,
+               ("IV", "+CONTEXT x2"): 0.4, ("VI", "+Q6, Q7"): 1.2, ("VI", "+RSP x1 (43)"): 1.5,
+               ("VI", "+RSP x1 (76)"): 1.4, ("VI", "+RSP x2 (54, 43)"): 1.6,
+               ("VI", "+RSP x2 (76, 65)"): 2.1, ("VI", "+RSP x3 (65, 54, 43)"): 2.3,
+               ("VI", "+RSP x3 (76, 65, 54)"): 2.4, ("VI", "+RSP x4 (76, 65, 54, 43)"): 2.7}
+    rows = {(r.table, r.model): r for r in PAPER_ROWS}
+    for (table, model), gain in printed.items():
+        assert rows[(table, model)].miou - rows[(table, "BASELINE")].miou == pytest.approx(gain)
+    for preset in PRESETS:
+        for v in preset_variants(preset):
+            assert paper_miou(v.paper) is not None, (preset, v.name, v.paper)
+    assert paper_miou("cityscapes/rsp4_R50.yaml").table == "I"
+    assert paper_miou("no/such.yaml") is None

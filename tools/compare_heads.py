@@ -19,7 +19,7 @@ Each (variant, seed) trains and evaluates like train_net.py into OUTPUT/VARIANT/
 runs are skipped and unfinished ones resumed, so rerunning a killed comparison continues it;
 with --output under docs/runs/, git keeps each run's record and another clone of the same CPU
 type continues it too (docs/runs/README.md; runs of another CPU are refused, not paired).
-Writes REPORT.json, REPORT.md (the table) and REPORT.png (one point per seed, median marked);
+Writes REPORT.json, REPORT.md (the tables) and REPORT.png (one point per seed; the contrasts);
 REPORT defaults to OUTPUT/comparison. --collect-only writes the report of the runs finished so
 far without training. Logic: rsp_d2.analysis.compare, compare_report, stats.
 """

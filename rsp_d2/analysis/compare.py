@@ -40,10 +40,13 @@ RELATION_CONTENT = "relation_content.json"
 
 @dataclass
 class Variant:
-    """One head to compare: ``name`` (a folder name), its config file and overrides."""
+    """One head to compare: ``name`` (a folder name), its config file and overrides; ``paper``:
+    the config (relative to configs/) of the paper's row it stands for, whose mIoU the report
+    sets beside it (a miniature's full-size twin; None: no row)."""
     name: str
     config_file: str
     opts: List[str] = field(default_factory=list)
+    paper: Optional[str] = None
 
 
 class RunFailed(InputError):

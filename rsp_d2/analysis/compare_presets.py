@@ -69,6 +69,27 @@ PRESETS["mini"] = [(n, cfg, opts + ["MODEL.WEIGHTS", PRETRAINED_R18])
                    for n, cfg, opts in PRESETS["mini_scratch"]]
 
 
+# The paper's row (config relative to configs/) each miniature variant stands for: its mIoU
+# is what the report sets beside the miniature's.
+_MINI_TWINS = {
+    "sum": "cityscapes/baseline_R50.yaml",
+    "semantic_fpn": "cityscapes/semantic_fpn_R50.yaml",
+    "rsp54": "cityscapes/ablations/t4_rsp54.yaml",
+    "rsp2": "cityscapes/rsp2_R50.yaml",
+    "self2": "cityscapes/ablations/t4_self.yaml",
+    "context2": "cityscapes/ablations/t4_context.yaml",
+    "rsp4": "cityscapes/rsp4_R50.yaml",
+    "sum_p2p7": "cityscapes/ablations/t6_q6q7.yaml",  # Table VI's "+Q6, Q7"
+}
+
+
+def _paper_row(preset: str, name: str, config: str) -> str:
+    """The paper's config a variant stands for: its twin in a miniature, else its own."""
+    if preset.startswith("mini"):
+        return _MINI_TWINS[name]
+    return os.path.relpath(config, "configs")
+
+
 def preset_variants(name: str):
     """The :class:`~rsp_d2.analysis.compare.Variant` list of preset `name` (absolute paths)."""
     from ..model_zoo import get_config_file
@@ -77,7 +98,8 @@ def preset_variants(name: str):
 
     if name not in PRESETS:
         raise InputError(f"--preset {name!r}: expected one of {sorted(PRESETS)}")
-    return [Variant(n, get_config_file(cfg), [_absolute(o) for o in opts])
+    return [Variant(n, get_config_file(cfg), [_absolute(o) for o in opts],
+                    paper=_paper_row(name, n, cfg))
             for n, cfg, opts in PRESETS[name]]
 
 

@@ -14,7 +14,7 @@ from .compare import RELATION_CONTENT, RESULTS, RUN_INFO, Variant, is_finished, 
 from .stats import paired_difference, summarize
 
 __all__ = ["CONTEXT_CLASSES", "collect", "contrast", "markdown_table", "more_seeds",
-           "parse_contrast", "plot_seeds", "write_report"]
+           "parse_contrast", "plot_report", "reading", "write_report"]
 
 # Classes whose label is decided by the surroundings (rider vs person: what the figure rides).
 CONTEXT_CLASSES = ("rider", "person", "bicycle")
@@ -98,7 +98,8 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
                     relations.append(runs[s]["relation_content"])
         entry = {"config_file": _portable(v.config_file),
                  "opts": [_portable(o) if os.path.isabs(o) else o for o in v.opts],
-                 "runs": runs, **_head_cost(v), "relation_content": _mean_relations(relations)}
+                 "runs": runs, **_head_cost(v), "relation_content": _mean_relations(relations),
+                 "paper": _paper_entry(v)}
         walls = [r["wall_s"] for r in runs.values() if r.get("wall_s") is not None]
         entry["wall_s_median"] = summarize(walls)["median"] if walls else None
         if runs:
@@ -121,6 +122,24 @@ def collect(variants: Sequence[Variant], seeds: Sequence[int], root: str, *,
     report["contrasts"] = [contrast(report["variants"], a, b, confidence, precision)
                            for a, b in pairs]
     return report
+
+
+def _paper_entry(variant: Variant) -> Optional[Dict]:
+    """The paper's row the variant stands for: {"table", "model", "mIoU"}, or None."""
+    from .paper_tables import paper_miou
+
+    row = paper_miou(variant.paper) if variant.paper else None
+    return None if row is None else {"table": row.table, "model": row.model, "mIoU": row.miou}
+
+
+def _paper_difference(variants: Dict, a: str, b: str) -> Optional[Dict]:
+    """The paper's A - B on Cityscapes (a difference of its medians over runs, not a paired
+    mean) and the tables it comes from; None when either has no row."""
+    pa, pb = variants[a].get("paper"), variants[b].get("paper")
+    if not (pa and pb):
+        return None
+    tables = pa["table"] if pa["table"] == pb["table"] else f"{pa['table']}, {pb['table']}"
+    return {"difference": round(pa["mIoU"] - pb["mIoU"], 2), "tables": tables}
 
 
 def _portable(path: str) -> str:
@@ -168,7 +187,11 @@ def contrast(variants: Dict, a: str, b: str, confidence: float,
     half = (d["ci_high"] - d["ci_low"]) / 2
     reached = None if precision is None else bool(half <= precision)  # False while NaN
     band = differences("band_mIoU")  # where the difference is: near class boundaries
+    paper = _paper_difference(variants, a, b)
+    if paper is not None:  # NaN bounds (under 2 seeds) hold nothing
+        paper["inside_ci"] = bool(d["ci_low"] <= paper["difference"] <= d["ci_high"])
     return {"a": a, "b": b, **d, "half_width": half, "reached": reached,
+            "excludes_zero": bool(d["ci_low"] > 0 or d["ci_high"] < 0), "paper": paper,
             "band": {"n": band["n"], "mean": band["mean"], "ci_low": band["ci_low"],
                      "ci_high": band["ci_high"]}}
 
@@ -218,37 +241,65 @@ def markdown_table(report: Dict) -> str:
     return "\n".join(lines) + "\n" + _contrast_table(report, pct)
 
 
+def reading(c: Dict) -> str:
+    """A contrast's interval in words: whether it shows a difference (excludes 0) and whether it
+    holds the paper's difference of the same heads on Cityscapes (where known)."""
+    if not c["n"] > 1 or math.isnan(c["half_width"]):
+        return "too few seeds"
+    paper = c.get("paper")
+    if c["excludes_zero"]:
+        found = f"{c['a'] if c['mean'] > 0 else c['b']} ahead"
+        if paper is None:
+            return found
+        fits = "fits" if paper["inside_ci"] else "is outside"
+        return f"{found}; the paper's {paper['difference']:+.1f} {fits}"
+    if paper is None:
+        return "no difference shown"
+    if paper["inside_ci"]:
+        return f"undecided: holds 0 and the paper's {paper['difference']:+.1f}"
+    return f"no difference shown; rules out the paper's {paper['difference']:+.1f}"
+
+
 def _contrast_table(report: Dict, pct: int) -> str:
-    """One row per contrast: "A - B = +x.x ± y.y over N seeds", and whether the precision the
-    comparison asked for was reached."""
+    """One row per contrast: "A - B = +x.x ± y.y over N seeds", whether the precision the
+    comparison asked for was reached, the paper's difference and the reading."""
     rows = report.get("contrasts") or []
     if not rows:
         return ""
     precision = report.get("precision")
     goal = f"±{precision:.1f} reached" if precision is not None else "precision"
     lines = ["", f"| contrast | seeds | mean difference ± {pct}% half-width | {pct}% CI | "
-             f"wins/losses | {goal} | boundary-band mIoU difference [{pct}% CI] |",
-             "|---|---|---|---|---|---|---|"]
+             f"wins/losses | {goal} | paper, Cityscapes (table) | reading | "
+             f"boundary-band mIoU difference [{pct}% CI] |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for c in rows:
         reached = "–" if c["reached"] is None else ("yes" if c["reached"] else "no")
-        band = c["band"]
+        band, paper = c["band"], c.get("paper")
         near = "–" if not band["n"] else \
             f"{band['mean']:+.1f} [{_f(band['ci_low'])}, {_f(band['ci_high'])}]"
+        cited = "–" if paper is None else f"{paper['difference']:+.1f} ({paper['tables']})"
         lines.append(f"| {c['a']} − {c['b']} | {c['n']} | {c['mean']:+.1f} ± "
                      f"{_f(c['half_width'])} | [{_f(c['ci_low'])}, {_f(c['ci_high'])}] | "
-                     f"{c['wins']}/{c['losses']} | {reached} | {near} |")
+                     f"{c['wins']}/{c['losses']} | {reached} | {cited} | {reading(c)} | {near} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_seeds(report: Dict) -> bytes:
-    """PNG: mIoU of every run (one point per seed), the median as a bar, per variant."""
+def plot_report(report: Dict) -> bytes:
+    """PNG. Top: mIoU of every run (one point per seed), the median as a bar, per variant.
+    Below, when the report has contrasts: each contrast's per-seed differences A - B (points),
+    their mean with its confidence interval, and the paper's difference of the same heads on
+    Cityscapes (a diamond) where known."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(report["variants"])
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 4), dpi=100)
+    contrasts = report.get("contrasts") or []
+    rows = 2 if contrasts else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(1.2 * max(len(names), len(contrasts)) + 2,
+                                               4.5 * rows), dpi=100, squeeze=False)
+    ax = axes[0][0]
     for i, name in enumerate(names):
         runs = report["variants"][name]["runs"]
         ys = [runs[s]["mIoU"] for s in sorted(runs)]
@@ -258,13 +309,34 @@ def plot_seeds(report: Dict) -> bytes:
             ax.hlines(med, i - 0.3, i + 0.3, color="tab:red", linewidth=2, zorder=2)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("mIoU (%)")
-    ax.set_title("one point per seed, red: median")
+    ax.set_title("mIoU, one point per seed (red: median)")
     ax.grid(axis="y", alpha=0.3)
+    if contrasts:
+        _plot_contrasts(axes[1][0], report, contrasts)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def _plot_contrasts(ax, report: Dict, contrasts: List[Dict]) -> None:
+    pct = int(round(report["confidence"] * 100))
+    for i, c in enumerate(contrasts):
+        a, b = report["variants"][c["a"]]["runs"], report["variants"][c["b"]]["runs"]
+        ax.scatter([i + 0.2] * len(c["seeds"]), [a[s]["mIoU"] - b[s]["mIoU"] for s in c["seeds"]],
+                   s=10, color="0.6", zorder=2)
+        if not math.isnan(c["half_width"]):
+            ax.errorbar(i, c["mean"], yerr=c["half_width"], fmt="o", color="black", capsize=4,
+                        zorder=3)
+        if c.get("paper"):
+            ax.scatter(i, c["paper"]["difference"], marker="D", s=30, color="tab:red", zorder=4)
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    ax.set_xticks(range(len(contrasts)), [f"{c['a']} − {c['b']}" for c in contrasts],
+                  rotation=30, ha="right")
+    ax.set_ylabel("difference (mIoU points)")
+    ax.set_title(f"paired differences: mean, {pct}% CI; grey: seeds; red: paper")
+    ax.grid(axis="y", alpha=0.3)
 
 
 def write_report(report: Dict, prefix: str) -> Dict[str, str]:
@@ -273,5 +345,5 @@ def write_report(report: Dict, prefix: str) -> Dict[str, str]:
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     write_json_atomic(paths["json"], report, indent=2, sort_keys=False)
     write_bytes_atomic(paths["table"], markdown_table(report).encode())
-    write_bytes_atomic(paths["plot"], plot_seeds(report))
+    write_bytes_atomic(paths["plot"], plot_report(report))
     return paths

@@ -1,6 +1,7 @@
-"""The paper's head FLOPs and parameter tables (Tables I, IV, V(a), V(b), VI) and Table II's
-whole-model FLOPs, each row tied to the config in configs/ that builds it, and their
-reproduction with :func:`count_head` and :func:`count_model`."""
+"""The paper's head FLOPs, parameter and mIoU tables (Tables I, IV, V(a), V(b), VI) and Table
+II's whole-model FLOPs, each row tied to the config in configs/ that builds it; the FLOPs and
+parameters reproduced with :func:`count_head` and :func:`count_model`, the mIoU set beside the
+comparisons of heads (:func:`paper_miou`)."""
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -8,7 +9,7 @@ from typing import Callable, Dict, List, Optional
 from ..config import load_config
 from .flops import count_head, count_model
 
-__all__ = ["PaperRow", "PAPER_ROWS", "FLOPS_TOLERANCE_G", "reproduce_rows"]
+__all__ = ["PaperRow", "PAPER_ROWS", "FLOPS_TOLERANCE_G", "paper_miou", "reproduce_rows"]
 
 # "every cell should come within 0.1 G": the paper prints one decimal.
 FLOPS_TOLERANCE_G = 0.1
@@ -36,6 +37,7 @@ class PaperRow:
     contradiction: Optional[str] = None  # why the paper's FLOPs cannot be matched
     scope: str = "head"  # "head" (backbone and FPN excluded) or "model" (all of it)
     tolerance_g: float = FLOPS_TOLERANCE_G  # half the last digit the paper prints
+    miou: Optional[float] = None  # Cityscapes val mIoU (%), median of the paper's runs
 
 
 def _rows():
@@ -46,38 +48,38 @@ def _rows():
         return r("II", model, c + config, tera * 1000, None, note, "model", _TERA_TOLERANCE_G)
 
     return [
-        r("I", "Baseline R50", c + "baseline_R50.yaml", 51.7, 4.7),
-        r("I", "RSP-2 R50", c + "rsp2_R50.yaml", 53.4, 5.1),
-        r("I", "RSP-4 R50", c + "rsp4_R50.yaml", 53.7, 7.8),
-        r("I", "Baseline R101", c + "baseline_R101.yaml", 51.7, 4.7),
-        r("I", "RSP-2-D R101", c + "rsp2_D_R101.yaml", 53.4, 5.1, _K3_NOTE),
-        r("I", "RSP-4-D R101", c + "rsp4_D_R101.yaml", 53.7, 7.8, _K3_NOTE),
-        r("I", "Semantic FPN R50", c + "semantic_fpn_R50.yaml", 62.5, 6.5),
-        r("I", "Semantic FPN R101", c + "semantic_fpn_R101.yaml", 62.5, 6.5),
-        r("IV", "BASELINE", a + "t4_baseline.yaml", 51.7, 4.7),
-        r("IV", "+RSP x1 (RSP 54, Sum 43)", a + "t4_rsp54.yaml", 52.0, 4.9),
-        r("IV", "+RSP x1 (RSP 43, Sum 54)", a + "t4_rsp43.yaml", 53.1, 4.9),
-        r("IV", "+RSP x2 (54, 43)", a + "t4_rsp54_43.yaml", 53.4, 5.1),
-        r("IV", "+SELF x2", a + "t4_self.yaml", 53.4, 5.1),
-        r("IV", "+CONTEXT x2", a + "t4_context.yaml", 51.7, 4.7),
-        r("V(a)", "(K, D) = (3, 1)", a + "t5a_k3_d1.yaml", 53.1, 5.1),
-        r("V(a)", "(K, D) = (5, 1)", a + "t5a_k5_d1.yaml", 53.2, 5.1),
-        r("V(a)", "(K, D) = (7, 1)", a + "t5a_k7_d1.yaml", 53.4, 5.1),
-        r("V(a)", "(K, D) = (3, 2)", a + "t5a_k3_d2.yaml", 53.1, 5.1),
-        r("V(a)", "(K, D) = (3, 3)", a + "t5a_k3_d3.yaml", 53.1, 5.1),
-        r("V(b)", "d = 1 (128)", a + "t5b_d1.yaml", 53.8, 5.3, _D1_NOTE),
-        r("V(b)", "d = 2 (64)", a + "t5b_d2.yaml", 53.4, 5.1),
-        r("V(b)", "d = 4 (32)", a + "t5b_d4.yaml", 53.0, 5.0),
-        r("V(b)", "d = 8 (16)", a + "t5b_d8.yaml", 52.8, 4.9),
-        r("VI", "BASELINE", a + "t6_baseline.yaml", 51.7, 4.7),
-        r("VI", "+Q6, Q7", a + "t6_q6q7.yaml", 51.9, 7.1),
-        r("VI", "+RSP x1 (43)", a + "t6_rsp43.yaml", 53.2, 7.3),
-        r("VI", "+RSP x1 (76)", a + "t6_rsp76.yaml", 51.9, 7.3),
-        r("VI", "+RSP x2 (54, 43)", a + "t6_rsp54_43.yaml", 53.6, 7.4),
-        r("VI", "+RSP x2 (76, 65)", a + "t6_rsp76_65.yaml", 52.0, 7.4),
-        r("VI", "+RSP x3 (65, 54, 43)", a + "t6_rsp65_54_43.yaml", 53.7, 7.6),
-        r("VI", "+RSP x3 (76, 65, 54)", a + "t6_rsp76_65_54.yaml", 52.3, 7.6),
-        r("VI", "+RSP x4 (76, 65, 54, 43)", a + "t6_rsp_x4.yaml", 53.7, 7.8),
+        r("I", "Baseline R50", c + "baseline_R50.yaml", 51.7, 4.7, miou=74.8),
+        r("I", "RSP-2 R50", c + "rsp2_R50.yaml", 53.4, 5.1, miou=76.1),
+        r("I", "RSP-4 R50", c + "rsp4_R50.yaml", 53.7, 7.8, miou=77.5),
+        r("I", "Baseline R101", c + "baseline_R101.yaml", 51.7, 4.7, miou=76.7),
+        r("I", "RSP-2-D R101", c + "rsp2_D_R101.yaml", 53.4, 5.1, _K3_NOTE, miou=77.9),
+        r("I", "RSP-4-D R101", c + "rsp4_D_R101.yaml", 53.7, 7.8, _K3_NOTE, miou=78.5),
+        r("I", "Semantic FPN R50", c + "semantic_fpn_R50.yaml", 62.5, 6.5, miou=75.8),
+        r("I", "Semantic FPN R101", c + "semantic_fpn_R101.yaml", 62.5, 6.5, miou=77.7),
+        r("IV", "BASELINE", a + "t4_baseline.yaml", 51.7, 4.7, miou=74.8),
+        r("IV", "+RSP x1 (RSP 54, Sum 43)", a + "t4_rsp54.yaml", 52.0, 4.9, miou=75.2),
+        r("IV", "+RSP x1 (RSP 43, Sum 54)", a + "t4_rsp43.yaml", 53.1, 4.9, miou=75.6),
+        r("IV", "+RSP x2 (54, 43)", a + "t4_rsp54_43.yaml", 53.4, 5.1, miou=76.1),
+        r("IV", "+SELF x2", a + "t4_self.yaml", 53.4, 5.1, miou=75.5),
+        r("IV", "+CONTEXT x2", a + "t4_context.yaml", 51.7, 4.7, miou=75.2),
+        r("V(a)", "(K, D) = (3, 1)", a + "t5a_k3_d1.yaml", 53.1, 5.1, miou=75.5),
+        r("V(a)", "(K, D) = (5, 1)", a + "t5a_k5_d1.yaml", 53.2, 5.1, miou=75.5),
+        r("V(a)", "(K, D) = (7, 1)", a + "t5a_k7_d1.yaml", 53.4, 5.1, miou=76.1),
+        r("V(a)", "(K, D) = (3, 2)", a + "t5a_k3_d2.yaml", 53.1, 5.1, miou=75.6),
+        r("V(a)", "(K, D) = (3, 3)", a + "t5a_k3_d3.yaml", 53.1, 5.1, miou=76.0),
+        r("V(b)", "d = 1 (128)", a + "t5b_d1.yaml", 53.8, 5.3, _D1_NOTE, miou=75.9),
+        r("V(b)", "d = 2 (64)", a + "t5b_d2.yaml", 53.4, 5.1, miou=76.1),
+        r("V(b)", "d = 4 (32)", a + "t5b_d4.yaml", 53.0, 5.0, miou=75.6),
+        r("V(b)", "d = 8 (16)", a + "t5b_d8.yaml", 52.8, 4.9, miou=76.0),
+        r("VI", "BASELINE", a + "t6_baseline.yaml", 51.7, 4.7, miou=74.8),
+        r("VI", "+Q6, Q7", a + "t6_q6q7.yaml", 51.9, 7.1, miou=76.0),
+        r("VI", "+RSP x1 (43)", a + "t6_rsp43.yaml", 53.2, 7.3, miou=76.3),
+        r("VI", "+RSP x1 (76)", a + "t6_rsp76.yaml", 51.9, 7.3, miou=76.2),
+        r("VI", "+RSP x2 (54, 43)", a + "t6_rsp54_43.yaml", 53.6, 7.4, miou=76.4),
+        r("VI", "+RSP x2 (76, 65)", a + "t6_rsp76_65.yaml", 52.0, 7.4, miou=76.9),
+        r("VI", "+RSP x3 (65, 54, 43)", a + "t6_rsp65_54_43.yaml", 53.7, 7.6, miou=77.1),
+        r("VI", "+RSP x3 (76, 65, 54)", a + "t6_rsp76_65_54.yaml", 52.3, 7.6, miou=77.2),
+        r("VI", "+RSP x4 (76, 65, 54, 43)", a + "t6_rsp_x4.yaml", 53.7, 7.8, miou=77.5),
         whole("Semantic FPN R101", "semantic_fpn_R101.yaml", 0.5),
         whole("RSP-4-D R101", "rsp4_D_R101.yaml", 0.5),
         whole("RSP-4-D X101", "rsp4_D_X101.yaml", 0.8, _X101_NOTE),
@@ -85,6 +87,12 @@ def _rows():
 
 
 PAPER_ROWS: List[PaperRow] = _rows()
+
+
+def paper_miou(config: str) -> Optional[PaperRow]:
+    """The first row of the paper's tables that reports a Cityscapes mIoU for `config` (relative
+    to the configs/ folder, as :attr:`PaperRow.config`), or None."""
+    return next((r for r in PAPER_ROWS if r.config == config and r.miou is not None), None)
 
 
 def _count_key(cfg, scope: str) -> str:
