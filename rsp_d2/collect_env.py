@@ -50,6 +50,8 @@ def _extension_rows() -> List[Tuple[str, str]]:
                 ("rsp_d2._C loops", f"{rse_cpp.cpu_isa()} (compiled for: "
                                     f"{', '.join(rse_cpp._C.available_isas())} on this CPU)"),
                 ("rsp_d2._C threads", rse_cpp.cpu_thread_pool()),
+                ("rsp_d2._C map dtypes", ", ".join(rse_cpp._C.map_dtypes())
+                 + " (bfloat16 read as it is, summed in float32)"),
                 ("CPU", cpu_model())]
     from .layers import available_rse_impls
 

@@ -31,6 +31,7 @@ def test_report_has_detectron2s_table_and_rsp_d2s():
         assert re.search(r"^rsp_d2\._C loops\s+(avx512|avx2|baseline) \(", rsp, re.M)
         assert re.search(r"^rsp_d2\._C threads\s+(torch's OpenMP pool|threads of its own)$", rsp,
                          re.M)
+        assert re.search(r"^rsp_d2\._C map dtypes\s+float32, float64, bfloat16 \(", rsp, re.M)
     else:
         assert re.search(r"^rsp_d2\._C\s+unavailable: ", rsp, re.M)
     assert ", ".join(rse_impl_names()) + "  ('auto' order)" in rsp

@@ -610,6 +610,60 @@ def test_flex_matches_reference(case):
     _check_against_definitions(fn, case, tol=dict(atol=1e-4, rtol=1e-4))
 
 
+class _Conversions(TorchDispatchMode):
+    """Records (input dtype, output dtype, numel) of every dtype conversion an op makes."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            if src.dtype != out.dtype:
+                self.seen.append((src.dtype, out.dtype, out.numel()))
+        return out
+
+
+@needs_cpp
+@pytest.mark.parametrize("isa", [_isa_param(i) for i in ("avx512", "avx2", "baseline")])
+def test_cpp_reads_bfloat16_maps_without_float_copies(isa):
+    """bfloat16 maps are widened by the loops as they copy rows: the same bits as computing on
+    float32 copies of them, forward and backward, on every ISA, and the only map converted is
+    the query, once, for the position embedding's gradient (a matrix product by torch)."""
+    n, m, c, h, w, ks = 1, 13, 36, 9, 37, 7  # several register blocks of pixels and channels
+    inputs = [t.detach().to(torch.bfloat16).requires_grad_()
+              for t in _inputs(n, m, c, h, w, ks, True, seed=5)]
+    widened = [t.detach().float().requires_grad_() for t in inputs]
+    grad_out = torch.randn(n, c, h, w).to(torch.bfloat16)
+    with _Conversions() as conversions:
+        out = rse_attention_cpp(*inputs, ks, 1, 1, isa=isa)
+        grads = _grads(out, inputs, grad_out)
+    expected = rse_attention_cpp(*widened, ks, 1, 1, isa=isa)
+    expected_grads = _grads(expected, widened, grad_out.float())
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, expected.to(torch.bfloat16))
+    for got, want in zip(grads, expected_grads):
+        assert torch.equal(got, want.to(torch.bfloat16))
+    widened_maps = [x for x in conversions.seen
+                    if x[:2] == (torch.bfloat16, torch.float32) and x[2] >= m * h * w]
+    assert widened_maps == [(torch.bfloat16, torch.float32, m * h * w)], widened_maps
+
+
+@needs_cpp
+def test_cpp_map_dtypes_are_what_the_loops_read():
+    """What collect_env reports (``_C.map_dtypes``) is what the loops take; others are refused
+    with the dtypes named."""
+    q = torch.randn(1, 1, 4, 5, 6)
+    for name in rse_cpp._C.map_dtypes():
+        a = q.to(getattr(torch, name))
+        out = rse_cpp._C.window_dot(a, a, None, 3, 1, float("-inf"))
+        assert out.dtype == (torch.float32 if name == "bfloat16" else a.dtype)
+    with pytest.raises(RuntimeError, match="must be float32, float64 or bfloat16, got Half"):
+        rse_cpp._C.window_dot(q.half(), q.half(), None, 3, 1, float("-inf"))
+
+
 @needs_cpp
 def test_cpp_under_cpu_autocast():
     # Under torch.autocast("cpu") (Detectron2's AMP on the CPU) the loops' C++ matrix products

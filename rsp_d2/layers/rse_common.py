@@ -94,11 +94,13 @@ def input_grads(ctx, dq, dk, dv, d_logits, q) -> Tuple:
 
     Args:
         dq, dk, dv: head-split gradients (N, G, D, H, W) in the computation dtype.
-        d_logits: (N, G, k*k, H, W) gradient of the logits; q: the head-split query.
+        d_logits: (N, G, k*k, H, W) gradient of the logits; q: the head-split query (in
+            d_logits' dtype or one it is converted from).
     """
     query, key, value, pos = ctx.saved_tensors[:4]
     d_pos = None
     if pos is not None and ctx.needs_input_grad[3]:  # dL/dpos_o = sum over pixels dlogit_o q
-        d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q).reshape(pos.shape).to(pos.dtype)
+        d_pos = torch.einsum("ngohw,ngmhw->ogm", d_logits, q.to(d_logits.dtype))
+        d_pos = d_pos.reshape(pos.shape).to(pos.dtype)
     grads = [g.reshape(t.shape).to(t.dtype) for g, t in ((dq, query), (dk, key), (dv, value))]
     return (*grads, d_pos)

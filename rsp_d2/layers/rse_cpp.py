@@ -18,7 +18,10 @@ The loops come compiled for several ISAs (AVX-512F, AVX2+FMA, baseline); ``isa="
 the widest the CPU has (:func:`cpu_isa`).
 
 Like ``chunked``, only the inputs and the (N, G, k*k, H, W) weights are saved for backward;
-no k*k*M*H*W or k*k*C*H*W tensor exists. Half-precision inputs are computed in float32.
+no k*k*M*H*W or k*k*C*H*W tensor exists. Half-precision inputs are computed in float32:
+bfloat16 maps (mixed precision, ``torch.autocast("cpu")``) are read by the loops as they are and
+widened as they copy them, so no float32 copy of a map is made; float16 maps are converted
+first.
 Unavailable (and skipped by ``impl="auto"``) when the extension was not built, or was built
 from another version of csrc/rse_cpp.cpp than the one beside this file.
 """
@@ -87,13 +90,28 @@ def _without_autocast(fn):
     return wrapper
 
 
+def _maps_dtype(*maps) -> torch.dtype:
+    """The dtype the loops read the maps in: bfloat16 as it is when all of them are (the loops
+    widen it to float32 as they copy rows), else the computation dtype."""
+    if all(m.dtype == torch.bfloat16 for m in maps):
+        return torch.bfloat16
+    return compute_dtype(maps[0].dtype)
+
+
+def _split(maps, pos, num_heads):
+    """The kernels' contiguous (N, G, D, H, W) maps in :func:`_maps_dtype` and the (k*k, G, D)
+    pos (or None) in the computation dtype."""
+    dtype = _maps_dtype(*maps)
+    *heads, _ = split_inputs(maps, None, num_heads, dtype, contiguous=True)
+    p = split_inputs((), pos, num_heads, compute_dtype(dtype), contiguous=True)[0]
+    return (*heads, p)
+
+
 class _CppRSE(torch.autograd.Function):
     @staticmethod
     @_without_autocast
     def forward(ctx, query, key, value, pos, kernel_size, dilation, num_heads, isa):
-        # The kernels read contiguous (N, G, D, H, W) maps.
-        q, k, v, p = split_inputs((query, key, value), pos, num_heads, compute_dtype(query.dtype),
-                                  contiguous=True)
+        q, k, v, p = _split((query, key, value), pos, num_heads)
         geo = (kernel_size, dilation)
         logits = _C.window_dot(q, k, p, *geo, float("-inf"), None, isa)
         # The centre offset is always on the map, so no pixel's logits are all -inf.
@@ -111,8 +129,7 @@ class _CppRSE(torch.autograd.Function):
         query, key, value, pos, weights = ctx.saved_tensors
         kernel_size, dilation, num_heads, isa = ctx.args
         geo = (kernel_size, dilation)
-        q, k, v, g, p = split_inputs((query, key, value, grad_out), pos, num_heads, weights.dtype,
-                                     contiguous=True)
+        q, k, v, g, p = _split((query, key, value, grad_out), pos, num_heads)
         # dL/dw_o = g . v_o, then the softmax's backward over the window,
         # dlogit = w * (dw - sum_o w dw), in the same pass (off-map entries have w = 0).
         d_logits = _C.window_dot(g, v, None, *geo, 0.0, weights, isa)
@@ -133,7 +150,8 @@ def rse_attention_cpp(query, key, value, pos=None, kernel_size=7, dilation=1, nu
             check each against the reference). One this CPU lacks raises RuntimeError.
 
     Returns:
-        (N, C, H, W) in value's dtype; float16/bfloat16 are computed in float32. Uses
+        (N, C, H, W) in value's dtype; float16/bfloat16 are computed in float32 (bfloat16 maps
+        read without a float32 copy when query, key and value all are). Uses
         torch.get_num_threads() threads. The loops refuse anything but contiguous CPU tensors.
     """
     enter_backend("cpp", _missing())

@@ -31,6 +31,10 @@
 //   a (K*K, D) table that stays in L1; window_gather's bias term is a matrix product over the
 //   window, done by torch (BLAS) into the output before the loops add the rest.
 //
+// - bfloat16 maps (mixed precision: torch.autocast) are read as they are, 16 bits per value, and
+//   widened to float where the loops copy them (a Band's rows, a block's column); the sums,
+//   the weights and the outputs are float. No float copy of a map is made.
+//
 // On x86-64 with GCC the loops are compiled three times, for AVX-512F, for AVX2+FMA and for the
 // baseline ISA (SSE2), and the CPU's features pick one at run time (`isa="auto"`), so one
 // build runs everywhere at the width of the machine. Other compilers/CPUs get the baseline
@@ -40,11 +44,13 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -82,6 +88,21 @@ RSP_INLINE void store(T* p, const V& v, int n = 0) {
   std::memcpy(p, &v, kFull ? sizeof(V) : n * sizeof(T));
 }
 
+// to[x] = from[x] for x < n: a map's values (storage type S) as the loops' type T. bfloat16
+// (S = uint16_t, its bits) is the top half of a float: widened exactly by a shift.
+template <typename T, typename S>
+RSP_INLINE void widen(const S* from, T* to, int64_t n) {
+  if constexpr (std::is_same_v<S, T>) {
+    std::memcpy(to, from, n * sizeof(T));
+  } else {
+    static_assert(std::is_same_v<S, uint16_t> && std::is_same_v<T, float>, "bfloat16 -> float");
+    for (int64_t x = 0; x < n; ++x) {
+      const uint32_t bits = static_cast<uint32_t>(from[x]) << 16;
+      std::memcpy(to + x, &bits, sizeof(float));
+    }
+  }
+}
+
 struct Geometry {
   int64_t N, G, D, H, W, K, dilation;
   int64_t KK() const { return K * K; }
@@ -107,14 +128,14 @@ struct Scratch {
 // an output row i reads, each with a zero border (R left; R plus W's rounding to whole registers
 // right): a ring of 2R+1 slots, a row copied in when first asked for. Rows come in increasing
 // order within a thread's part, so each source row is copied once (2R more at its start).
-template <typename T>
+template <typename T, typename S = T>
 struct Band {
-  const T* src = nullptr;  // (N*G, planes, H, W)
+  const S* src = nullptr;  // (N*G, planes, H, W), widened to T as rows are copied
   int64_t planes = 0, H = 0, W = 0, Wp = 0, R = 0, slots = 0;
   std::vector<T> buf;       // [slot][plane][Wp], zero where no row is ever copied
   std::vector<int64_t> held;  // the (ng * H + row) in each slot, -1 for none
 
-  void reset(const T* source, int64_t n_planes, const Geometry& s) {
+  void reset(const S* source, int64_t n_planes, const Geometry& s) {
     src = source, planes = n_planes, H = s.H, W = s.W, Wp = s.Wp(), R = s.R();
     slots = 2 * R + 1;
     buf.assign(slots * planes * Wp, T(0));
@@ -127,9 +148,8 @@ struct Band {
     const int64_t slot = ii % slots, key = ng * H + ii;
     T* base = buf.data() + slot * planes * Wp;
     if (held[slot] != key) {
-      const T* from = src + ng * planes * H * W + ii * W;
-      for (int64_t p = 0; p < planes; ++p)
-        std::memcpy(base + p * Wp + R, from + p * H * W, W * sizeof(T));
+      const S* from = src + ng * planes * H * W + ii * W;
+      for (int64_t p = 0; p < planes; ++p) widen(from + p * H * W, base + p * Wp + R, W);
       held[slot] = key;
     }
     return base;
@@ -179,12 +199,18 @@ RSP_INLINE void gather_block(const T* w, const T* const* b, int64_t n_o, int64_t
   for (int t = 0; t < KB; ++t) store<kFull>(out + t * out_step, acc[t], n);
 }
 
-// Copies rows x (n of L lanes, the rest zero) from src (rows src_step apart) to dst (L apart).
-template <typename T, int BYTES>
-RSP_INLINE void copy_column(const T* src, int64_t src_step, int64_t rows, int n, T* dst) {
+// Copies rows x (n of L lanes, the rest zero) from src (rows src_step apart) to dst (L apart),
+// widening a map's storage type S to T.
+template <typename T, int BYTES, typename S = T>
+RSP_INLINE void copy_column(const S* src, int64_t src_step, int64_t rows, int n, T* dst) {
   using V = typename VecOf<T, BYTES>::type;
   constexpr int L = BYTES / sizeof(T);
-  if (n == L) {
+  if constexpr (!std::is_same_v<S, T>) {
+    for (int64_t r = 0; r < rows; ++r) {
+      widen(src + r * src_step, dst + r * L, n);
+      std::fill(dst + r * L + n, dst + (r + 1) * L, T(0));
+    }
+  } else if (n == L) {
     for (int64_t r = 0; r < rows; ++r) store(dst + r * L, load<V>(src + r * src_step));
   } else {
     for (int64_t r = 0; r < rows; ++r) store(dst + r * L, load<V, false>(src + r * src_step, n));
@@ -227,8 +253,8 @@ RSP_INLINE int gather_block_count(int64_t left) {
 
 // One output row (n, g, i) of window_dot. b: the Band of b. pos: the (G, K*K, D) bias added to
 // b per window offset, or null. smw: the softmax weights, for the backward form.
-template <typename T, int BYTES>
-RSP_INLINE void dot_row(const Geometry& s, const T* a, Band<T>& b_band, const T* pos, T fill,
+template <typename T, int BYTES, typename S>
+RSP_INLINE void dot_row(const Geometry& s, const S* a, Band<T, S>& b_band, const T* pos, T fill,
                         const T* smw, T* out, int64_t ng, int64_t i, Scratch<T>& scratch) {
   using V = typename VecOf<T, BYTES>::type;
   constexpr int L = BYTES / sizeof(T);
@@ -243,7 +269,7 @@ RSP_INLINE void dot_row(const Geometry& s, const T* a, Band<T>& b_band, const T*
   T* sums = scratch.sums.data();
   for (int64_t j = 0; j < s.W; j += L) {
     const int n = static_cast<int>(std::min<int64_t>(L, s.W - j));
-    copy_column<T, BYTES>(a + ng * s.D * HW + i * s.W + j, HW, s.D, n, a_col);
+    copy_column<T, BYTES, S>(a + ng * s.D * HW + i * s.W + j, HW, s.D, n, a_col);
     std::fill(sums, sums + KK * L, T(0));
     for (int64_t ky = 0; ky < s.K; ++ky) {
       const int64_t ii = i + s.dy(ky * s.K);
@@ -295,8 +321,8 @@ RSP_INLINE void dot_row(const Geometry& s, const T* a, Band<T>& b_band, const T*
 // One output row (n, g, i) of window_gather (scatter = false) or window_scatter (true).
 // b_band: the Band of b. w: the weights, read at (i, j) for gather; for scatter, at the
 // neighbour (i - dy, j - dx), from their Band w_band.
-template <typename T, int BYTES>
-RSP_INLINE void gather_row(const Geometry& s, const T* w, Band<T>& w_band, Band<T>& b_band,
+template <typename T, int BYTES, typename S>
+RSP_INLINE void gather_row(const Geometry& s, const T* w, Band<T>& w_band, Band<T, S>& b_band,
                            bool scatter, bool accumulate, T* out, int64_t ng, int64_t i,
                            Scratch<T>& scratch) {
   constexpr int L = BYTES / sizeof(T);
@@ -347,26 +373,28 @@ RSP_INLINE void gather_row(const Geometry& s, const T* w, Band<T>& w_band, Band<
 }
 
 // The loops of one ISA over the rows [begin, end) of all (n, g) maps.
-template <typename T, int BYTES>
-RSP_INLINE void dot_rows(const Geometry& s, const T* a, const T* b, const T* pos, T fill,
+// S: the maps' storage type (T, or uint16_t for bfloat16 maps computed in float).
+template <typename T, int BYTES, typename S>
+RSP_INLINE void dot_rows(const Geometry& s, const S* a, const S* b, const T* pos, T fill,
                          const T* smw, T* out, int64_t begin, int64_t end) {
   Scratch<T> scratch;
-  Band<T> b_band;
+  Band<T, S> b_band;
   b_band.reset(b, s.D, s);
   for (int64_t r = begin; r < end; ++r)
-    dot_row<T, BYTES>(s, a, b_band, pos, fill, smw, out, r / s.H, r % s.H, scratch);
+    dot_row<T, BYTES, S>(s, a, b_band, pos, fill, smw, out, r / s.H, r % s.H, scratch);
 }
 
-template <typename T, int BYTES>
-RSP_INLINE void gather_rows(const Geometry& s, const T* w, const T* b, bool scatter,
+template <typename T, int BYTES, typename S>
+RSP_INLINE void gather_rows(const Geometry& s, const T* w, const S* b, bool scatter,
                             bool accumulate, T* out, int64_t begin, int64_t end) {
   Scratch<T> scratch;
-  Band<T> w_band, b_band;
+  Band<T> w_band;
+  Band<T, S> b_band;
   if (scatter) w_band.reset(w, s.KK(), s);
   b_band.reset(b, s.D, s);
   for (int64_t r = begin; r < end; ++r)
-    gather_row<T, BYTES>(s, w, w_band, b_band, scatter, accumulate, out, r / s.H, r % s.H,
-                         scratch);
+    gather_row<T, BYTES, S>(s, w, w_band, b_band, scatter, accumulate, out, r / s.H, r % s.H,
+                            scratch);
 }
 
 // The ISAs the loops are compiled for, widest first.
@@ -375,25 +403,25 @@ enum class Isa { kAvx512, kAvx2, kBaseline };
 #if RSP_X86_DISPATCH
 #define RSP_AVX512 __attribute__((target("avx512f,avx2,fma")))
 #define RSP_AVX2 __attribute__((target("avx2,fma")))
-template <typename T>
-RSP_AVX512 void dot_rows_avx512(const Geometry& s, const T* a, const T* b, const T* pos, T fill,
+template <typename T, typename S>
+RSP_AVX512 void dot_rows_avx512(const Geometry& s, const S* a, const S* b, const T* pos, T fill,
                                 const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T, 64>(s, a, b, pos, fill, smw, out, begin, end);
+  dot_rows<T, 64, S>(s, a, b, pos, fill, smw, out, begin, end);
 }
-template <typename T>
-RSP_AVX2 void dot_rows_avx2(const Geometry& s, const T* a, const T* b, const T* pos, T fill,
+template <typename T, typename S>
+RSP_AVX2 void dot_rows_avx2(const Geometry& s, const S* a, const S* b, const T* pos, T fill,
                             const T* smw, T* out, int64_t begin, int64_t end) {
-  dot_rows<T, 32>(s, a, b, pos, fill, smw, out, begin, end);
+  dot_rows<T, 32, S>(s, a, b, pos, fill, smw, out, begin, end);
 }
-template <typename T>
-RSP_AVX512 void gather_rows_avx512(const Geometry& s, const T* w, const T* b, bool scatter,
+template <typename T, typename S>
+RSP_AVX512 void gather_rows_avx512(const Geometry& s, const T* w, const S* b, bool scatter,
                                    bool acc, T* out, int64_t begin, int64_t end) {
-  gather_rows<T, 64>(s, w, b, scatter, acc, out, begin, end);
+  gather_rows<T, 64, S>(s, w, b, scatter, acc, out, begin, end);
 }
-template <typename T>
-RSP_AVX2 void gather_rows_avx2(const Geometry& s, const T* w, const T* b, bool scatter,
+template <typename T, typename S>
+RSP_AVX2 void gather_rows_avx2(const Geometry& s, const T* w, const S* b, bool scatter,
                                bool acc, T* out, int64_t begin, int64_t end) {
-  gather_rows<T, 32>(s, w, b, scatter, acc, out, begin, end);
+  gather_rows<T, 32, S>(s, w, b, scatter, acc, out, begin, end);
 }
 #endif
 
@@ -497,26 +525,48 @@ Geometry geometry(const at::Tensor& maps, int64_t kernel_size, int64_t dilation)
                   kernel_size, dilation};
 }
 
-void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == like.scalar_type(),
-              "rse_cpp: ", name, " must be a contiguous CPU tensor of ", like.scalar_type());
+// The type the loops compute maps of `maps` in: bfloat16 in float, float and double in their own.
+at::ScalarType compute_type(at::ScalarType maps) {
+  return maps == at::kBFloat16 ? at::kFloat : maps;
 }
 
-void check_weights(const at::Tensor& w, const at::Tensor& like, const Geometry& s,
+void check(const at::Tensor& t, at::ScalarType type, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == type,
+              "rse_cpp: ", name, " must be a contiguous CPU tensor of ", type, ", got ",
+              t.scalar_type());
+}
+
+// A map the loops read: float, double, or bfloat16 (computed in float).
+void check_map(const at::Tensor& t, const char* name) {
+  const auto type = t.scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kDouble || type == at::kBFloat16,
+              "rse_cpp: ", name, " must be float32, float64 or bfloat16, got ", type);
+  check(t, type, name);
+}
+
+void check_weights(const at::Tensor& w, at::ScalarType type, const Geometry& s,
                    const char* name) {
-  check(w, like, name);
+  check(w, type, name);
   TORCH_CHECK(w.dim() == 5 && w.size(0) == s.N && w.size(1) == s.G && w.size(2) == s.KK() &&
                   w.size(3) == s.H && w.size(4) == s.W,
               "rse_cpp: ", name, " must be (N, G, K*K, H, W), got ", w.sizes());
 }
 
 // The bias (K*K, G, D), checked, as (G, K*K, D) for window_dot or (G, D, K*K) for gather.
-at::Tensor bias_matrix(const at::Tensor& bias, const at::Tensor& like, const Geometry& s,
+at::Tensor bias_matrix(const at::Tensor& bias, at::ScalarType type, const Geometry& s,
                        bool transposed) {
-  check(bias, like, "bias");
+  check(bias, type, "bias");
   TORCH_CHECK(bias.numel() == s.KK() * s.G * s.D, "rse_cpp: bias must be (K*K, G, D)");
   const at::Tensor b = bias.reshape({s.KK(), s.G, s.D});
   return transposed ? b.permute({1, 2, 0}) : b.permute({1, 0, 2});
+}
+
+// Calls fn(T(), S()) with the loops' type T and the maps' storage type S: bfloat16 maps, read
+// as their 16 bits (uint16_t), in float; float and double maps in their own type.
+template <typename Fn>
+void dispatch_maps(at::ScalarType maps, const Fn& fn) {
+  if (maps == at::kBFloat16) return fn(float(), uint16_t());
+  AT_DISPATCH_FLOATING_TYPES(maps, "rse_cpp", [&] { fn(scalar_t(), scalar_t()); });
 }
 
 at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
@@ -524,30 +574,32 @@ at::Tensor window_dot(const at::Tensor& a, const at::Tensor& b,
                       int64_t dilation, double fill,
                       const std::optional<at::Tensor>& softmax_weights, const std::string& isa) {
   const Geometry s = geometry(a, kernel_size, dilation);
-  check(a, a, "a");
-  check(b, a, "b");
+  check_map(a, "a");
+  check(b, a.scalar_type(), "b");
   TORCH_CHECK(a.sizes() == b.sizes(), "rse_cpp: window_dot needs a and b of one shape");
-  if (softmax_weights.has_value()) check_weights(*softmax_weights, a, s, "softmax_weights");
+  const at::ScalarType type = compute_type(a.scalar_type());
+  if (softmax_weights.has_value()) check_weights(*softmax_weights, type, s, "softmax_weights");
   const Isa which = parse_isa(isa);
-  at::Tensor out = at::empty({s.N, s.G, s.KK(), s.H, s.W}, a.options());
+  at::Tensor out = at::empty({s.N, s.G, s.KK(), s.H, s.W}, a.options().dtype(type));
   // (G, K*K, D): the loops add bias[o] to b's window offset o as they read it
-  const at::Tensor pos = bias.has_value() ? bias_matrix(*bias, a, s, false).contiguous()
+  const at::Tensor pos = bias.has_value() ? bias_matrix(*bias, type, s, false).contiguous()
                                           : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "window_dot", [&] {
-    const scalar_t *ap = a.data_ptr<scalar_t>(), *bb = b.data_ptr<scalar_t>();
-    const scalar_t* pp = pos.defined() ? pos.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* smw = softmax_weights.has_value() ? softmax_weights->data_ptr<scalar_t>()
-                                                      : nullptr;
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const scalar_t f = static_cast<scalar_t>(fill);
+  dispatch_maps(a.scalar_type(), [&](auto t, auto m) {
+    using T = decltype(t);
+    using S = decltype(m);
+    const S *ap = static_cast<const S*>(a.data_ptr()), *bb = static_cast<const S*>(b.data_ptr());
+    const T* pp = pos.defined() ? pos.data_ptr<T>() : nullptr;
+    const T* smw = softmax_weights.has_value() ? softmax_weights->data_ptr<T>() : nullptr;
+    T* op = out.data_ptr<T>();
+    const T f = static_cast<T>(fill);
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
       if (which == Isa::kAvx512)
-        return dot_rows_avx512<scalar_t>(s, ap, bb, pp, f, smw, op, begin, end);
+        return dot_rows_avx512<T, S>(s, ap, bb, pp, f, smw, op, begin, end);
       if (which == Isa::kAvx2)
-        return dot_rows_avx2<scalar_t>(s, ap, bb, pp, f, smw, op, begin, end);
+        return dot_rows_avx2<T, S>(s, ap, bb, pp, f, smw, op, begin, end);
 #endif
-      dot_rows<scalar_t, 16>(s, ap, bb, pp, f, smw, op, begin, end);
+      dot_rows<T, 16, S>(s, ap, bb, pp, f, smw, op, begin, end);
     });
   });
   return out;
@@ -557,28 +609,32 @@ at::Tensor window_gather_impl(const at::Tensor& w, const at::Tensor& b,
                               const std::optional<at::Tensor>& bias, int64_t kernel_size,
                               int64_t dilation, bool scatter, const std::string& isa) {
   const Geometry s = geometry(b, kernel_size, dilation);
-  check(b, b, "b");
-  check_weights(w, b, s, "w");
+  check_map(b, scatter ? "a" : "b");
+  const at::ScalarType type = compute_type(b.scalar_type());
+  check_weights(w, type, s, "w");
   const Isa which = parse_isa(isa);
   at::Tensor out;
   if (bias.has_value()) {  // sum_o w[o] bias[o, d] for every pixel: (G, D, KK) @ (N, G, KK, HW)
-    out = at::matmul(bias_matrix(*bias, b, s, true), w.reshape({s.N, s.G, s.KK(), s.H * s.W}))
+    out = at::matmul(bias_matrix(*bias, type, s, true), w.reshape({s.N, s.G, s.KK(), s.H * s.W}))
               .reshape(b.sizes()).contiguous();
   } else {
-    out = at::empty_like(b);
+    out = at::empty(b.sizes(), b.options().dtype(type));
   }
   const bool accumulate = bias.has_value();
-  AT_DISPATCH_FLOATING_TYPES(b.scalar_type(), "window_gather", [&] {
-    const scalar_t *ww = w.data_ptr<scalar_t>(), *bb = b.data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
+  dispatch_maps(b.scalar_type(), [&](auto t, auto m) {
+    using T = decltype(t);
+    using S = decltype(m);
+    const T* ww = w.data_ptr<T>();
+    const S* bb = static_cast<const S*>(b.data_ptr());
+    T* op = out.data_ptr<T>();
     parallel_rows(s.N * s.G * s.H, s.KK() * s.D * s.W, [&](int64_t begin, int64_t end) {
 #if RSP_X86_DISPATCH
       if (which == Isa::kAvx512)
-        return gather_rows_avx512<scalar_t>(s, ww, bb, scatter, accumulate, op, begin, end);
+        return gather_rows_avx512<T, S>(s, ww, bb, scatter, accumulate, op, begin, end);
       if (which == Isa::kAvx2)
-        return gather_rows_avx2<scalar_t>(s, ww, bb, scatter, accumulate, op, begin, end);
+        return gather_rows_avx2<T, S>(s, ww, bb, scatter, accumulate, op, begin, end);
 #endif
-      gather_rows<scalar_t, 16>(s, ww, bb, scatter, accumulate, op, begin, end);
+      gather_rows<T, 16, S>(s, ww, bb, scatter, accumulate, op, begin, end);
     });
   });
   return out;
@@ -616,6 +672,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("window_scatter", &window_scatter, "adjoint of window_gather w.r.t. the map",
         py::arg("w"), py::arg("a"), py::arg("kernel_size"), py::arg("dilation"),
         py::arg("isa") = "auto", py::call_guard<py::gil_scoped_release>());
+  m.def("map_dtypes", []() { return std::vector<std::string>{"float32", "float64", "bfloat16"}; },
+        "the dtypes the loops read maps in (bfloat16 widened to float32 as rows are copied)");
   m.def("thread_pool", &thread_pool, "where the loops' threads run: torch's OpenMP pool or "
         "threads of their own");
   m.def("available_isas", &available_isas, "the loops' ISAs this build and CPU run, widest first");
