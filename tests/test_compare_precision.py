@@ -128,17 +128,22 @@ def test_contrasts_are_read_against_the_papers_difference(tmp_path):
     ahead, level = report["contrasts"]
     assert ahead["paper"] == {"difference": 1.5, "tables": "I, VI", "inside_ci": True}
     assert ahead["excludes_zero"] is True
-    assert reading(ahead) == "rsp4 ahead; the paper's +1.5 fits"
+    assert reading(ahead) == "rsp4 ahead; the paper's +1.5 (Cityscapes) inside"
     assert level["excludes_zero"] is False and level["paper"]["difference"] == 0.0
-    assert reading(level) == "undecided: holds 0 and the paper's +0.0"
+    assert reading(level) == "undecided: the interval holds 0 and the paper's +0.0 (Cityscapes)"
     ruled_out = dict(level, paper=dict(level["paper"], difference=1.5, inside_ci=False))
-    assert reading(ruled_out) == "no difference shown; rules out the paper's +1.5"
-    behind = dict(ahead, mean=-2.0, paper=dict(ahead["paper"], inside_ci=False))
-    assert reading(behind) == "sum_p2p7 ahead; the paper's +1.5 is outside"
+    assert reading(ruled_out) == ("no difference shown; the paper's +1.5 (Cityscapes) above the "
+                                  "interval")
+    behind = dict(ahead, mean=-2.0, ci_low=-3.3, ci_high=-0.7,
+                  paper=dict(ahead["paper"], inside_ci=False))
+    assert reading(behind) == "sum_p2p7 ahead; the paper's +1.5 (Cityscapes) above the interval"
+    below = dict(ahead, paper=dict(ahead["paper"], difference=0.2, inside_ci=False))
+    assert reading(below) == "rsp4 ahead; the paper's +0.2 (Cityscapes) below the interval"
     table = markdown_table(report)
-    assert "| +1.5 (I, VI) | rsp4 ahead; the paper's +1.5 fits |" in table
+    assert "| +1.5 (I, VI) | rsp4 ahead; the paper's +1.5 (Cityscapes) inside |" in table
     one = collect([rsp4, p2p7], [0], str(tmp_path), contrasts=[("rsp4", "sum_p2p7")])
     assert reading(one["contrasts"][0]) == "too few seeds"
+    assert one["contrasts"][0]["paper"]["inside_ci"] is None  # no interval, nothing inside it
     with_contrasts = Image.open(io.BytesIO(plot_report(report)))
     without = Image.open(io.BytesIO(plot_report(dict(report, contrasts=[]))))
     assert with_contrasts.height == 2 * without.height

@@ -6,6 +6,7 @@ is the default reference of the paired differences. The configs are the ones rsp
 (:func:`rsp_d2.model_zoo.get_config_file`), so presets work from an installed package too.
 """
 import os
+import posixpath
 
 __all__ = ["PRESETS", "PRETRAINED_R18", "preset_variants"]
 
@@ -87,7 +88,7 @@ def _paper_row(preset: str, name: str, config: str) -> str:
     """The paper's config a variant stands for: its twin in a miniature, else its own."""
     if preset.startswith("mini"):
         return _MINI_TWINS[name]
-    return os.path.relpath(config, "configs")
+    return posixpath.relpath(config, "configs")
 
 
 def preset_variants(name: str):

@@ -133,8 +133,9 @@ def _paper_entry(variant: Variant) -> Optional[Dict]:
 
 
 def _paper_difference(variants: Dict, a: str, b: str) -> Optional[Dict]:
-    """The paper's A - B on Cityscapes (a difference of its medians over runs, not a paired
-    mean) and the tables it comes from; None when either has no row."""
+    """The paper's A - B on Cityscapes (of the mIoU it prints, Table I's medians of 5 runs, not
+    a paired mean; rounded to 0.1 each) and the tables it comes from; None when either has no
+    row."""
     pa, pb = variants[a].get("paper"), variants[b].get("paper")
     if not (pa and pb):
         return None
@@ -188,8 +189,9 @@ def contrast(variants: Dict, a: str, b: str, confidence: float,
     reached = None if precision is None else bool(half <= precision)  # False while NaN
     band = differences("band_mIoU")  # where the difference is: near class boundaries
     paper = _paper_difference(variants, a, b)
-    if paper is not None:  # NaN bounds (under 2 seeds) hold nothing
-        paper["inside_ci"] = bool(d["ci_low"] <= paper["difference"] <= d["ci_high"])
+    if paper is not None:  # None: no interval yet (under 2 seeds)
+        paper["inside_ci"] = (None if math.isnan(d["ci_low"]) else
+                              bool(d["ci_low"] <= paper["difference"] <= d["ci_high"]))
     return {"a": a, "b": b, **d, "half_width": half, "reached": reached,
             "excludes_zero": bool(d["ci_low"] > 0 or d["ci_high"] < 0), "paper": paper,
             "band": {"n": band["n"], "mean": band["mean"], "ci_low": band["ci_low"],
@@ -242,22 +244,29 @@ def markdown_table(report: Dict) -> str:
 
 
 def reading(c: Dict) -> str:
-    """A contrast's interval in words: whether it shows a difference (excludes 0) and whether it
-    holds the paper's difference of the same heads on Cityscapes (where known)."""
+    """A contrast's interval in words: whether it shows a difference (excludes 0), and where the
+    paper's difference of the same heads on Cityscapes lies against it (where known). For a
+    miniature that is a comparison of direction and rough size across scales, not a test of
+    the paper's number."""
     if not c["n"] > 1 or math.isnan(c["half_width"]):
         return "too few seeds"
     paper = c.get("paper")
+    cited = "" if paper is None else f"the paper's {paper['difference']:+.1f} (Cityscapes)"
+    if paper is None:
+        where = ""
+    elif paper["inside_ci"]:
+        where = f"{cited} inside"
+    else:
+        side = "above" if paper["difference"] > c["ci_high"] else "below"
+        where = f"{cited} {side} the interval"
     if c["excludes_zero"]:
         found = f"{c['a'] if c['mean'] > 0 else c['b']} ahead"
-        if paper is None:
-            return found
-        fits = "fits" if paper["inside_ci"] else "is outside"
-        return f"{found}; the paper's {paper['difference']:+.1f} {fits}"
+        return f"{found}; {where}" if where else found
     if paper is None:
         return "no difference shown"
     if paper["inside_ci"]:
-        return f"undecided: holds 0 and the paper's {paper['difference']:+.1f}"
-    return f"no difference shown; rules out the paper's {paper['difference']:+.1f}"
+        return f"undecided: the interval holds 0 and {cited}"
+    return f"no difference shown; {where}"
 
 
 def _contrast_table(report: Dict, pct: int) -> str:
@@ -321,6 +330,8 @@ def plot_report(report: Dict) -> bytes:
 
 
 def _plot_contrasts(ax, report: Dict, contrasts: List[Dict]) -> None:
+    """Per contrast: the per-seed differences (grey), the mean with its interval (black), the
+    paper's difference (red diamond)."""
     pct = int(round(report["confidence"] * 100))
     for i, c in enumerate(contrasts):
         a, b = report["variants"][c["a"]]["runs"], report["variants"][c["b"]]["runs"]

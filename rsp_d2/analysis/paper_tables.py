@@ -37,7 +37,7 @@ class PaperRow:
     contradiction: Optional[str] = None  # why the paper's FLOPs cannot be matched
     scope: str = "head"  # "head" (backbone and FPN excluded) or "model" (all of it)
     tolerance_g: float = FLOPS_TOLERANCE_G  # half the last digit the paper prints
-    miou: Optional[float] = None  # Cityscapes val mIoU (%), median of the paper's runs
+    miou: Optional[float] = None  # Cityscapes val mIoU (%) as printed (Table I: median of 5)
 
 
 def _rows():

@@ -20,8 +20,9 @@ the widest the CPU has (:func:`cpu_isa`).
 Like ``chunked``, only the inputs and the (N, G, k*k, H, W) weights are saved for backward;
 no k*k*M*H*W or k*k*C*H*W tensor exists. Half-precision inputs are computed in float32:
 bfloat16 maps (mixed precision, ``torch.autocast("cpu")``) are read by the loops as they are and
-widened as they copy them, so no float32 copy of a map is made; float16 maps are converted
-first.
+widened as they copy them, so no float32 copy of the query, key, value or output gradient is
+made (backward converts the query once, for the position embedding's gradient, a torch matrix
+product); float16 maps are converted first.
 Unavailable (and skipped by ``impl="auto"``) when the extension was not built, or was built
 from another version of csrc/rse_cpp.cpp than the one beside this file.
 """

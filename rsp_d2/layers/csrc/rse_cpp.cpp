@@ -33,7 +33,7 @@
 //
 // - bfloat16 maps (mixed precision: torch.autocast) are read as they are, 16 bits per value, and
 //   widened to float where the loops copy them (a Band's rows, a block's column); the sums,
-//   the weights and the outputs are float. No float copy of a map is made.
+//   the weights and the outputs are float. The loops make no float copy of a map.
 //
 // On x86-64 with GCC the loops are compiled three times, for AVX-512F, for AVX2+FMA and for the
 // baseline ISA (SSE2), and the CPU's features pick one at run time (`isa="auto"`), so one
