@@ -33,7 +33,7 @@ import os
 
 import torch
 
-from .rse_common import compute_dtype, enter_backend, input_grads, split_inputs
+from .rse_common import compute_dtype, enter_backend, input_grads, split_heads, split_pos
 from .rse_registry import RSEImpl
 
 __all__ = ["rse_attention_cpp", "cpu_isa", "cpu_thread_pool", "HAS_CPP_EXT", "IMPL"]
@@ -103,9 +103,8 @@ def _split(maps, pos, num_heads):
     """The kernels' contiguous (N, G, D, H, W) maps in :func:`_maps_dtype` and the (k*k, G, D)
     pos (or None) in the computation dtype."""
     dtype = _maps_dtype(*maps)
-    *heads, _ = split_inputs(maps, None, num_heads, dtype, contiguous=True)
-    p = split_inputs((), pos, num_heads, compute_dtype(dtype), contiguous=True)[0]
-    return (*heads, p)
+    return (*(split_heads(m, num_heads, dtype, contiguous=True) for m in maps),
+            split_pos(pos, num_heads, compute_dtype(dtype), contiguous=True))
 
 
 class _CppRSE(torch.autograd.Function):
