@@ -55,6 +55,9 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "[skip] rsp4 seed 0" in done.stdout and "[run]  sum seed 0" in done.stdout
     assert model.stat().st_mtime_ns == stamp  # not retrained
+    # a finished run keeps its final weights, not the periodic checkpoints it resumed from
+    for name in ("rsp4", "sum"):
+        assert sorted(p.name for p in (out / name / "seed0").glob("*.pth")) == ["model_final.pth"]
 
     with open(out / "comparison.json") as f:
         report = json.load(f)

@@ -127,6 +127,7 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
     info_path = os.path.join(out, RUN_INFO)
     if is_finished(out):
         log(f"[skip] {variant.name} seed {seed}: {os.path.join(out, RESULTS)} exists")
+        _drop_resume_checkpoints(out)  # of a comparison killed before it could
         if (relation_images > 0 and not os.path.isfile(os.path.join(out, RELATION_CONTENT))
                 and os.path.isfile(os.path.join(out, FINAL_MODEL))):
             _spawn(["--score-only", str(relation_images), *train_argv(variant, seed, out, 1)],
@@ -150,8 +151,18 @@ def run_one(variant: Variant, seed: int, out: str, *, num_gpus: int = 1,
             "wall_s": wall, "started": started, "ended": time.time(),
             "threads": threads or _threads(), "code": _code_version(), **identity}
     write_json_atomic(info_path, info, indent=2)
+    _drop_resume_checkpoints(out)
     log(f"[done] {variant.name} seed {seed} in {wall:.0f}s", flush=True)
     return info
+
+
+def _drop_resume_checkpoints(out: str) -> None:
+    """Delete a finished run's periodic checkpoints (``model_0000199.pth``, ...): they only
+    served to resume it if killed, and a comparison of many runs would otherwise fill the disk.
+    ``model_final.pth`` stays (``last_checkpoint`` names it)."""
+    for name in os.listdir(out):
+        if name.startswith("model_") and name.endswith(".pth") and name != FINAL_MODEL:
+            os.remove(os.path.join(out, name))
 
 
 def _code_version() -> Dict:
