@@ -104,21 +104,44 @@ def test_bad_input_is_one_error_line(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
 
 
-def test_mini_preset_reports_flops_and_missing_runs_without_training(tmp_path):
-    """The README's benchmark preset: every variant's config merges and its head is counted;
+# Each preset's variants, and chains of them whose head FLOPs must rise (each relation module
+# costs, and more at a finer level).
+_MINI_PRESETS = {
+    "mini": (["sum", "semantic_fpn", "rsp54", "rsp2", "self2", "context2", "rsp4", "sum_p2p7"],
+             [("sum", "rsp54", "rsp2"), ("sum_p2p7", "rsp4")]),
+    "mini_table6": (["sum_p2p7", "rsp76", "rsp43", "rsp76_65", "rsp54_43", "rsp4"],
+                    [("sum_p2p7", "rsp76", "rsp76_65", "rsp4"), ("rsp76", "rsp43"),
+                     ("rsp76_65", "rsp54_43", "rsp4")]),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(_MINI_PRESETS))
+def test_mini_presets_report_flops_and_missing_runs_without_training(tmp_path, preset):
+    """The published benchmark presets: every variant's config merges and its head is counted;
     with no finished run the report lists them all as missing."""
-    proc = run_script(TOOL, "--preset", "mini", "--seeds", "0", "1", "--output", tmp_path,
-                    "--collect-only")
+    names, rising = _MINI_PRESETS[preset]
+    proc = run_script(TOOL, "--preset", preset, "--seeds", "0", "1", "--output", tmp_path,
+                      "--collect-only")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     with open(tmp_path / "comparison.json") as f:
         report = json.load(f)
-    names = ["sum", "semantic_fpn", "rsp54", "rsp2", "self2", "context2", "rsp4", "sum_p2p7"]
     assert list(report["variants"]) == names
     assert len(report["missing"]) == 2 * len(names)
     flops = {n: report["variants"][n]["flops"] for n in names}
-    assert flops["sum"] < flops["rsp54"] < flops["rsp2"]  # each relation module costs
-    assert flops["sum_p2p7"] < flops["rsp4"]
+    for chain in rising:
+        assert [flops[n] for n in chain] == sorted({flops[n] for n in chain}), (chain, flops)
     assert all(report["variants"][n]["at"] == [256, 512] for n in names)
+
+
+def test_table6_miniature_shares_its_controls_with_mini():
+    """sum_p2p7 and rsp4 are the same runs in both presets: a Table VI comparison in the
+    published comparison's folder reuses them instead of training them again."""
+    from rsp_d2.analysis.compare_presets import PRESETS
+
+    mini = {name: rest for name, *rest in PRESETS["mini"]}
+    shared = {name: rest for name, *rest in PRESETS["mini_table6"] if name in mini}
+    assert sorted(shared) == ["rsp4", "sum_p2p7"]
+    assert all(shared[name] == mini[name] for name in shared)
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ import sys
 def parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", help="named variants: mini, mini_scratch, cityscapes, table4, "
-                                     "table6")
+    p.add_argument("--preset", help="named variants: mini, mini_table6, mini_scratch, "
+                                     "cityscapes, table4, table6")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME",
                    help="of the preset, just these variants")
     p.add_argument("--variant", nargs="+", action="append", default=[],

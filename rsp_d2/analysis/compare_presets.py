@@ -50,24 +50,49 @@ PRESETS = {
     "table6": [(n, f"{_AB}/t6_{n}.yaml", []) for n in
                ("baseline", "q6q7", "rsp76", "rsp76_65", "rsp76_65_54", "rsp_x4", "rsp43",
                 "rsp54_43", "rsp65_54_43")],
-    # The same rows in miniature, CPU, synthetic Cityscapes, trained from scratch (the pilot's
-    # design A, docs/comparison_pilot.md: the noisiest per CPU-hour).
-    "mini_scratch": [(n, _DEMO, _MINI_SCHEDULE + _MINI_EVAL + opts) for n, opts in [
-        ("sum", _Q2_Q5 + _fusion("sum", "sum", "sum")),
-        ("semantic_fpn", _Q2_Q5 + ["MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead"]),
-        ("rsp54", _Q2_Q5 + _fusion("rsp", "sum", "sum")),
-        ("rsp2", _Q2_Q5 + _fusion("rsp", "rsp", "sum")),
-        ("self2", _Q2_Q5 + _fusion("self", "self", "sum")),
-        ("context2", _Q2_Q5 + _fusion("context", "context", "sum")),
-        ("rsp4", []),
-        ("sum_p2p7", _fusion("sum", "sum", "sum", "sum", "sum")),  # RSP-4's sum control
-    ]],
 }
-# docs/MODEL_ZOO.md's benchmark: the same rows from a backbone pretrained once on a disjoint
-# synthetic set, as the paper starts from ImageNet weights; with 96 training images
-# (make_synthetic_datasets.py --num-train 96) the pilot's design C, its narrowest intervals.
-PRESETS["mini"] = [(n, cfg, opts + ["MODEL.WEIGHTS", PRETRAINED_R18])
-                   for n, cfg, opts in PRESETS["mini_scratch"]]
+
+# The Table I/IV heads and RSP-4 against its own control, in miniature: (name, overrides of the
+# demo config, configs/synthetic/rsp4_R18.yaml, which is RSP-4 on P2-P7).
+_SUM_P2P7 = ("sum_p2p7", _fusion("sum", "sum", "sum", "sum", "sum"))  # RSP-4's sum control
+_RSP4 = ("rsp4", [])
+_MINI_ROWS = [
+    ("sum", _Q2_Q5 + _fusion("sum", "sum", "sum")),
+    ("semantic_fpn", _Q2_Q5 + ["MODEL.SEM_SEG_HEAD.NAME", "SemSegFPNHead"]),
+    ("rsp54", _Q2_Q5 + _fusion("rsp", "sum", "sum")),
+    ("rsp2", _Q2_Q5 + _fusion("rsp", "rsp", "sum")),
+    ("self2", _Q2_Q5 + _fusion("self", "self", "sum")),
+    ("context2", _Q2_Q5 + _fusion("context", "context", "sum")),
+    _RSP4,
+    _SUM_P2P7,
+]
+# Table VI's placement rows in miniature, all on P2-P7: one or two RSP modules added from the
+# top or from the bottom, the rest summed. sum_p2p7 and rsp4 are the "mini" preset's own
+# variants, so a comparison in the same folder reuses their runs.
+_TABLE6_ROWS = [
+    _SUM_P2P7,
+    ("rsp76", _fusion("rsp", "sum", "sum", "sum", "sum")),
+    ("rsp43", _fusion("sum", "sum", "sum", "rsp", "sum")),
+    ("rsp76_65", _fusion("rsp", "rsp", "sum", "sum", "sum")),
+    ("rsp54_43", _fusion("sum", "sum", "rsp", "rsp", "sum")),
+    _RSP4,
+]
+
+
+def _miniature(rows, pretrained: bool):
+    """Preset entries of the demo model on the mini schedule; `pretrained`: every run starts
+    from the cached ResNet-18 (:data:`PRETRAINED_R18`), else from scratch."""
+    start = ["MODEL.WEIGHTS", PRETRAINED_R18] if pretrained else []
+    return [(n, _DEMO, _MINI_SCHEDULE + _MINI_EVAL + opts + start) for n, opts in rows]
+
+
+# From scratch: the pilot's design A (docs/comparison_pilot.md), the noisiest per CPU-hour.
+PRESETS["mini_scratch"] = _miniature(_MINI_ROWS, pretrained=False)
+# docs/MODEL_ZOO.md's benchmark: from a backbone pretrained once on a disjoint synthetic set, as
+# the paper starts from ImageNet weights; with 96 training images (make_synthetic_datasets.py
+# --num-train 96) the pilot's design C, its narrowest intervals.
+PRESETS["mini"] = _miniature(_MINI_ROWS, pretrained=True)
+PRESETS["mini_table6"] = _miniature(_TABLE6_ROWS, pretrained=True)
 
 
 # The paper's row (config relative to configs/) each miniature variant stands for: its mIoU
@@ -81,6 +106,10 @@ _MINI_TWINS = {
     "context2": "cityscapes/ablations/t4_context.yaml",
     "rsp4": "cityscapes/rsp4_R50.yaml",
     "sum_p2p7": "cityscapes/ablations/t6_q6q7.yaml",  # Table VI's "+Q6, Q7"
+    "rsp76": "cityscapes/ablations/t6_rsp76.yaml",
+    "rsp43": "cityscapes/ablations/t6_rsp43.yaml",
+    "rsp76_65": "cityscapes/ablations/t6_rsp76_65.yaml",
+    "rsp54_43": "cityscapes/ablations/t6_rsp54_43.yaml",
 }
 
 
