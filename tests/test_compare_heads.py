@@ -11,6 +11,7 @@ import time
 import pytest
 
 import rsp_d2
+from rsp_d2.analysis.compare_presets import PRESETS
 
 from support.tools import call_main, env_for, run_script
 from support.train_net import REPO, SEMANTIC_TINY, TIMEOUT_S
@@ -55,7 +56,7 @@ def test_killed_comparison_resumes_and_reports_the_runs(synthetic_root, tmp_path
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "[skip] rsp4 seed 0" in done.stdout and "[run]  sum seed 0" in done.stdout
     assert model.stat().st_mtime_ns == stamp  # not retrained
-    # a finished run keeps its final weights, not the periodic checkpoints it resumed from
+    # a finished run keeps its final weights, not the periodic checkpoints only a resume needs
     for name in ("rsp4", "sum"):
         assert sorted(p.name for p in (out / name / "seed0").glob("*.pth")) == ["model_final.pth"]
 
@@ -117,11 +118,11 @@ _MINI_PRESETS = {
 
 @pytest.mark.parametrize("preset", sorted(_MINI_PRESETS))
 def test_mini_presets_report_flops_and_missing_runs_without_training(tmp_path, preset):
-    """The published benchmark presets: every variant's config merges and its head is counted;
+    """The miniature benchmark presets: every variant's config merges and its head is counted;
     with no finished run the report lists them all as missing."""
     names, rising = _MINI_PRESETS[preset]
-    proc = run_script(TOOL, "--preset", preset, "--seeds", "0", "1", "--output", tmp_path,
-                      "--collect-only")
+    proc = call_main(TOOL, "--preset", preset, "--seeds", "0", "1", "--output", tmp_path,
+                     "--collect-only")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     with open(tmp_path / "comparison.json") as f:
         report = json.load(f)
@@ -136,8 +137,6 @@ def test_mini_presets_report_flops_and_missing_runs_without_training(tmp_path, p
 def test_table6_miniature_shares_its_controls_with_mini():
     """sum_p2p7 and rsp4 are the same runs in both presets: a Table VI comparison in the
     published comparison's folder reuses them instead of training them again."""
-    from rsp_d2.analysis.compare_presets import PRESETS
-
     mini = {name: rest for name, *rest in PRESETS["mini"]}
     shared = {name: rest for name, *rest in PRESETS["mini_table6"] if name in mini}
     assert sorted(shared) == ["rsp4", "sum_p2p7"]

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from rsp_d2.analysis.compare import (Variant, check_same_identity, is_finished, plan, run_dir,
-                                     run_identity)
+                                     run_identity, run_one)
 from rsp_d2.analysis.compare_report import collect
 from rsp_d2.utils.errors import InputError
 from rsp_d2.utils.machine import cpu_model
@@ -35,6 +35,20 @@ def test_a_record_without_weights_is_finished_and_reported(tmp_path):
     # results alone (no run_info.json, no weights): an interrupted or hand-made folder
     (tmp_path / "sum" / "seed0" / "run_info.json").unlink()
     assert not is_finished(run_dir(str(tmp_path), base, 0))
+
+
+@pytest.mark.parametrize("weights", [True, False])
+def test_a_finished_run_keeps_no_periodic_checkpoint(tmp_path, weights):
+    """What a comparison killed before its cleanup left: the next call skips the run and
+    deletes its periodic checkpoints, nothing else (a record without weights stays one)."""
+    rsp4, _ = _variants()
+    out = finished_run(tmp_path, rsp4, 0, 50.0, weights=weights)
+    for name in ("model_0000199.pth", "model_0000399.pth", "last_checkpoint", "model_best.pth"):
+        (out / name).write_bytes(b"")
+    kept = sorted(p.name for p in out.iterdir() if not p.name.startswith("model_0"))
+    run_one(rsp4, 0, str(out), relation_images=0, log=lambda *a, **k: None)
+    assert sorted(p.name for p in out.iterdir()) == kept
+    assert is_finished(str(out))
 
 
 def test_runs_of_another_cpu_are_not_continued(tmp_path):

@@ -11,10 +11,12 @@ clone of the same CPU type (:func:`check_same_identity`). After training, the wo
 trained model (:mod:`rsp_d2.analysis.relation_content`) into ``relation_content.json``.
 """
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -34,6 +36,8 @@ __all__ = ["Variant", "RunFailed", "parse_variant", "plan", "run_dir", "run_comp
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join("inference", "results.json")
 FINAL_MODEL = "model_final.pth"
+# What Detectron2's PeriodicCheckpointer names the checkpoint after an iteration.
+_PERIODIC_CHECKPOINT = re.compile(r"model_\d{7}\.pth")
 RUN_INFO = "run_info.json"
 RELATION_CONTENT = "relation_content.json"
 
@@ -88,7 +92,7 @@ def plan(variants: Sequence[Variant], seeds: Sequence[int], *,
         _check_name(v.name)
         weights = load_config(v.config_file, v.opts).MODEL.WEIGHTS  # InputError names the key
         if need_weights and weights and "://" not in weights and not os.path.isfile(weights):
-            hint = (": the mini preset's, made by python tools/pretrain_backbone.py "
+            hint = (": the mini presets', made by python tools/pretrain_backbone.py "
                     "--output output/pretrain_R18 --data-root datasets/synthetic_pretrain"
                     if weights.endswith(PRETRAINED_R18) else
                     ": expected a checkpoint file (or a URL)")
@@ -161,8 +165,9 @@ def _drop_resume_checkpoints(out: str) -> None:
     served to resume it if killed, and a comparison of many runs would otherwise fill the disk.
     ``model_final.pth`` stays (``last_checkpoint`` names it)."""
     for name in os.listdir(out):
-        if name.startswith("model_") and name.endswith(".pth") and name != FINAL_MODEL:
-            os.remove(os.path.join(out, name))
+        if _PERIODIC_CHECKPOINT.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):  # another comparison of the folder did
+                os.remove(os.path.join(out, name))
 
 
 def _code_version() -> Dict:

@@ -7,6 +7,7 @@ is the default reference of the paired differences. The configs are the ones rsp
 """
 import os
 import posixpath
+from typing import List, Tuple
 
 __all__ = ["PRESETS", "PRETRAINED_R18", "preset_variants"]
 
@@ -25,8 +26,8 @@ _MINI_EVAL = ["TEST.BOUNDARY_BAND", "3"]
 
 
 # Where tools/pretrain_backbone.py --output output/pretrain_R18 caches the pretrained ResNet-18
-# (its default seed), relative to where the comparison runs: the mini preset starts every run
-# from it.
+# (its default seed), relative to where the comparison runs: the mini and mini_table6 presets
+# start every run from it.
 PRETRAINED_R18 = os.path.join("output", "pretrain_R18", "R18_synthetic_seed1000.pth")
 
 
@@ -79,9 +80,10 @@ _TABLE6_ROWS = [
 ]
 
 
-def _miniature(rows, pretrained: bool):
-    """Preset entries of the demo model on the mini schedule; `pretrained`: every run starts
-    from the cached ResNet-18 (:data:`PRETRAINED_R18`), else from scratch."""
+def _miniature(rows: List[Tuple[str, List[str]]], pretrained: bool):
+    """[(name, config, overrides)] of the demo model on the mini schedule, one per (name,
+    overrides of the demo config) row; `pretrained`: every run starts from the cached ResNet-18
+    (:data:`PRETRAINED_R18`), else from scratch."""
     start = ["MODEL.WEIGHTS", PRETRAINED_R18] if pretrained else []
     return [(n, _DEMO, _MINI_SCHEDULE + _MINI_EVAL + opts + start) for n, opts in rows]
 
