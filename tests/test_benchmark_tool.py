@@ -54,6 +54,9 @@ def test_json_has_every_row(quick_report):
             assert row["memory"].get("peak_extra_mb", -1) >= 0, row["memory"]
             # again with glibc's mmap threshold fixed: freed memory returned at once
             assert row["memory_freed_returned"].get("peak_extra_mb", -1) >= 0, row
+            for mem in (row["memory"], row["memory_freed_returned"]):  # the median of 3
+                assert len(mem["samples_mb"]) == 3
+                assert mem["peak_extra_mb"] == sorted(mem["samples_mb"])[1], mem
     memory_targets = [t["name"] for t in results["targets"] if "peak extra memory /" in t["name"]]
     assert len(memory_targets) == 2 and "freed memory returned" in memory_targets[1]
     # RSP-4's relation share, timed again under the profiler where memory is measured

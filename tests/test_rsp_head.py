@@ -160,16 +160,22 @@ def test_head_topdown_is_the_papers():
 
 @pytest.mark.parametrize("kind", sorted(FUSIONS))
 def test_fusion_in_place_matches_the_plain_call(kind):
-    # Inference lets each fusion write into its inputs' memory (Fusion.fuse_): the same values,
-    # bit for bit; with autograd the inputs stay intact.
+    # Inference lets each fusion write into x's memory and upsample the coarse map a as it
+    # needs (Fusion.fuse_): the same values (the RSP computes key and value before upsampling:
+    # rounding apart; the others bit for bit); with autograd the inputs stay intact.
     torch.manual_seed(0)
     fusion = build_fusion(kind, 16, FusionSettings(kernel_size=3, impl="auto")).eval()
-    x, z = torch.randn(2, 16, 9, 13), torch.randn(2, 16, 9, 13)
+    x, a = torch.randn(2, 16, 18, 13), torch.randn(2, 16, 9, 7)
+    z = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
     with torch.no_grad():
         expected = fusion(x, z)
-        assert torch.equal(fusion.fuse_(x.clone(), z.clone()), expected)
-    x0, z0 = x.clone(), z.clone()
-    assert torch.equal(fusion.fuse_(x, z), expected) and torch.equal(x, x0) and torch.equal(z, z0)
+        got = fusion.fuse_(x.clone(), a)
+    if kind == "rsp":
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(got, expected)
+    x0, a0 = x.clone(), a.clone()
+    assert torch.equal(fusion.fuse_(x, a), expected) and torch.equal(x, x0) and torch.equal(a, a0)
 
 
 def test_head_inference_in_place_spares_observed_fusions():
@@ -190,9 +196,28 @@ def test_head_inference_in_place_spares_observed_fusions():
     for key, (x, z, args, out) in seen.items():
         assert torch.equal(args[0], x) and torch.equal(args[1], z)  # untouched after the call
         assert torch.equal(out, head.fusions[key](x, z))
+    with torch.no_grad():  # unobserved: in place, the same values up to rounding
+        torch.testing.assert_close(head.layers(feats), logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(head.predictor(head.aggregate(feats)[0]), logits,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_head_inference_q_in_place_matches_the_modules():
+    # At inference each Q_l's norm and ReLU overwrite the conv's output (RSPHead._q): the
+    # modules' values; a hooked conv is run as the module (its hooks see the call).
+    torch.manual_seed(0)
+    shapes = _shapes(["p2", "p3", "p4"])
+    head = RSPHead(shapes, num_classes=5, conv_dims=32, fusion=["rsp", "sum"], kernel_size=3,
+                   norm="GN").eval()
+    feats = {k: v * 2 + 3 for k, v in _features(shapes, 40, 56).items()}
     with torch.no_grad():
-        assert torch.equal(head.layers(feats), logits)  # unobserved: in place, same values
-        assert torch.equal(head.predictor(head.aggregate(feats)[0]), logits)
+        for level, conv in head.q_convs.items():
+            torch.testing.assert_close(head._q(level, feats), conv(feats[level]))
+        calls = []
+        handle = head.q_convs["p3"].register_forward_hook(lambda *args: calls.append(args))
+        head.layers(feats)
+        handle.remove()
+    assert len(calls) == 1
 
 
 def test_head_loss_contract():

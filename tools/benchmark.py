@@ -33,6 +33,9 @@ HEAD_LABELS = {"semantic_fpn": "Semantic FPN", "baseline": "baseline (sum)", "rs
                "rsp4": "RSP-4"}
 # A case whose warm-up call takes longer than this gets only 3 timed repeats.
 SLOW_CASE_S = 3.0
+# Fresh processes per head's peak memory (the median is reported): the heap glibc keeps
+# differs between processes by a few MiB, as much as the heads may differ.
+HEAD_MEMORY_SAMPLES = 3
 SECTIONS = ("rse", "heads", "deploy")
 DTYPES = ("float32", "bfloat16")
 # A COCO image at Detectron2's test size (shorter side 800), the Panoptic FPNs' input.
@@ -78,17 +81,19 @@ def interleaved(runs, repeats, device):
     return [summarize_times(ts) for ts in times]
 
 
-def measure_group(cases, repeats, device, memory=True):
-    """[(timing summary, peak memory or {})] for benchmark cases compared with each other."""
+def measure_group(cases, repeats, device, memory=True, memory_samples=1):
+    """[(timing summary, peak memory or {})] for benchmark cases compared with each other;
+    the memory is the median of `memory_samples` fresh processes."""
     timings = interleaved([build_case(case) for case in cases], repeats, device)
-    return [(t, peak_extra_memory_mb(case) if memory else {}) for t, case in zip(timings, cases)]
+    return [(t, peak_extra_memory_mb(case, samples=memory_samples) if memory else {})
+            for t, case in zip(timings, cases)]
 
 
-def freed_returned_memory(cases, device):
+def freed_returned_memory(cases, device, samples=1):
     """Peak memory of each case with freed memory returned at once (CPU only, else {})."""
     if device != "cpu":
         return [{} for _ in cases]
-    return [peak_extra_memory_mb(case, freed_returned=True) for case in cases]
+    return [peak_extra_memory_mb(case, freed_returned=True, samples=samples) for case in cases]
 
 
 def rse_rows(args, device, impls):
@@ -152,13 +157,15 @@ def head_rows(args, device, auto_impl, impls):
         torch.set_num_threads(n_threads)
         with_memory = n_threads == threads  # peak memory does not depend on the thread count
         try:
-            measured = measure_group(cases, args.repeats, device, memory=with_memory)
+            measured = measure_group(cases, args.repeats, device, memory=with_memory,
+                                     memory_samples=HEAD_MEMORY_SAMPLES)
             # where the relation's time goes, after the timed calls (the profiler slows a call)
             shares = [relation_share(case) if with_memory and head == "rsp4" and impl == "auto"
                       else None for (head, impl, _), case in zip(runs, cases)]
         finally:
             torch.set_num_threads(threads)
-        returned = freed_returned_memory(cases, device) if with_memory else [{} for _ in cases]
+        returned = (freed_returned_memory(cases, device, HEAD_MEMORY_SAMPLES) if with_memory
+                    else [{} for _ in cases])
         fpn_ms = {dtype: t["median_ms"] for (head, _, dtype), (t, _) in zip(runs, measured)
                   if head == "semantic_fpn"}
         for (head, impl, dtype), (t, mem), mem_returned, share in zip(runs, measured, returned,
@@ -249,7 +256,8 @@ def main(argv=None):
                       dtype=args.dtype),
         memory_method=(
             "one call in a fresh process per case (forked from a server that only imported the "
-            "modules), after the inputs/model exist and a tiny warm-up call: "
+            "modules), after the inputs/model exist and a tiny warm-up call (heads: the median "
+            f"of {HEAD_MEMORY_SAMPLES} such processes, their range given where they differ): "
             + ("`torch.cuda.max_memory_allocated()` minus the allocation before the call."
                if device == "cuda" else
                "the rise of `ru_maxrss` (the kernel's resident-set high-water mark) over the call, "

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import statistics
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 from unittest import mock
@@ -169,9 +170,7 @@ def _measure_in_child(case: Dict, conn, freed_returned: bool = False):
         conn.send({"error": f"{type(e).__name__}: {e}"})
 
 
-def peak_extra_memory_mb(case: Dict, timeout: float = 600, freed_returned: bool = False) -> Dict:
-    """{"peak_extra_mb": MiB} for one run of `case` in a fresh process, or {"error": ...};
-    `freed_returned`: on the CPU, with glibc's mmap threshold fixed (see the module's doc)."""
+def _peak_in_fresh_process(case: Dict, timeout: float, freed_returned: bool) -> Dict:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)  # the server starts with the first worker
     parent, child = ctx.Pipe(duplex=False)
@@ -187,6 +186,23 @@ def peak_extra_memory_mb(case: Dict, timeout: float = 600, freed_returned: bool 
         return {"error": f"worker died (exit code {proc.exitcode}; out of memory?)"}
     finally:
         proc.join()
+
+
+def peak_extra_memory_mb(case: Dict, timeout: float = 600, freed_returned: bool = False,
+                         samples: int = 1) -> Dict:
+    """{"peak_extra_mb": MiB} for one run of `case` in a fresh process, or {"error": ...};
+    `freed_returned`: on the CPU, with glibc's mmap threshold fixed (see the module's doc).
+    With `samples` > 1, that many fresh processes one after another: the median, and all of
+    them as "samples_mb" (the heap glibc keeps differs from process to process by a few MiB)."""
+    values = []
+    for _ in range(samples):
+        result = _peak_in_fresh_process(case, timeout, freed_returned)
+        if "error" in result:
+            return result
+        values.append(result["peak_extra_mb"])
+    if samples == 1:
+        return {"peak_extra_mb": values[0]}
+    return {"peak_extra_mb": round(statistics.median(values), 1), "samples_mb": values}
 
 
 _RELATION_SCOPE = "rsp_d2.relation"

@@ -17,7 +17,12 @@ def _time_cell(t: Dict) -> str:
 def _mem_cell(m: Dict) -> str:
     if not m:
         return "(as above)"
-    return m["error"] if "error" in m else f"{m['peak_extra_mb']:.1f}"
+    if "error" in m:
+        return m["error"]
+    samples = m.get("samples_mb", [])
+    if samples and min(samples) != max(samples):
+        return f"{m['peak_extra_mb']:.1f} ({min(samples):.1f}-{max(samples):.1f}, n={len(samples)})"
+    return f"{m['peak_extra_mb']:.1f}"
 
 
 def _rse_table(rows: List[Dict]) -> List[str]:

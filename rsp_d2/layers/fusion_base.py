@@ -1,7 +1,8 @@
 """What a cross-scale fusion of the RSP head is and says about itself.
 
 A fusion combines a low-level map x with the high-level map z upsampled to x's size, both
-(N, C, H, W), into A = fuse(x, z) (Fig. 2). Each one is a :class:`Fusion` subclass that
+(N, C, H, W), into A = fuse(x, z) (Fig. 2); at inference the head hands it the high-level map
+before upsampling (:meth:`Fusion.fuse_`). Each one is a :class:`Fusion` subclass that
 declares its name, whether it computes a relation (Eq. 1-3) and, if so, what its query and key
 come from; the head, the traces and the analyses read those instead of knowing the names.
 
@@ -11,9 +12,18 @@ from dataclasses import dataclass
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Fusion", "FusionSettings"]
+from .rse_common import is_exporting
+
+__all__ = ["Fusion", "FusionSettings", "upsample_to"]
+
+
+def upsample_to(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """z = up(a): the high-level map a (N, C, h, w) resized bilinearly to x's (H, W), as the
+    head aggregates (Fig. 2); (N, C, H, W)."""
+    return F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 @dataclass(frozen=True)
@@ -57,19 +67,23 @@ class Fusion(nn.Module):
         """The fusion for `channels`-channel maps, built from the settings it uses."""
         raise NotImplementedError(f"{cls.__name__} must define from_settings")
 
-    def fuse_(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``forward(x, z)`` for a caller that gives x and z up: without autograd the result
-        may be written into their memory (:meth:`_fuse_in_place`; inference then holds one
-        map fewer of the finest level). The same values as ``forward``. A fusion that is
-        observed (forward hooks: the head trace keeps its inputs) gets the plain call, which
-        leaves them intact."""
-        if torch.is_grad_enabled() or self._forward_hooks or self._forward_pre_hooks:
-            return self(x, z)
-        return self._fuse_in_place(x, z)
+    def fuse_(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``forward(x, upsample_to(a, x))`` for a caller that gives x up (the head, at each
+        level; a is the aggregated map of the level above at its own size). Without autograd
+        the fusion may write the result into x's memory and decide how and whether z is made
+        (:meth:`_fuse_in_place`): inference then holds fewer maps of each level. The same
+        values as the plain call, up to float rounding where the fusion says so. A fusion that
+        is observed (forward hooks: the head trace keeps its inputs), traced or exported gets
+        the plain call, which leaves x intact and records the paper's form of the fusion."""
+        if (torch.is_grad_enabled() or self._forward_hooks or self._forward_pre_hooks
+                or is_exporting()):
+            return self(x, upsample_to(a, x))
+        return self._fuse_in_place(x, a)
 
-    def _fuse_in_place(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``forward(x, z)`` that may overwrite x or z (no autograd); by default it does not."""
-        return self(x, z)
+    def _fuse_in_place(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``forward(x, upsample_to(a, x))`` that may overwrite x (no autograd); by default
+        it does not."""
+        return self(x, upsample_to(a, x))
 
     def relation_inputs(self, x: torch.Tensor,
                         z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ Pure PyTorch: nothing here imports detectron2.
 import torch
 import torch.nn.functional as F
 
-from .fusion_base import Fusion, FusionSettings
+from .fusion_base import Fusion, FusionSettings, upsample_to
 from .rse_checks import RSEWindow
 
 __all__ = ["ContextFusion", "window_average"]
@@ -60,5 +60,6 @@ class ContextFusion(Fusion):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return x + window_average(z, self.window.kernel_size, self.window.dilation)
 
-    def _fuse_in_place(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def _fuse_in_place(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        z = upsample_to(a, x)
         return window_average(z, self.window.kernel_size, self.window.dilation).add_(x)

@@ -5,7 +5,7 @@ Pure PyTorch: nothing here imports detectron2.
 """
 import torch
 
-from .fusion_base import Fusion, FusionSettings
+from .fusion_base import Fusion, FusionSettings, upsample_to
 from .rse_extractor import RelationalSemanticsExtractor
 
 __all__ = ["RelationalSemanticsPropagator", "SelfRelationFusion"]
@@ -41,8 +41,9 @@ class RelationalSemanticsPropagator(Fusion):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return x + self.rse(*self.relation_inputs(x, z))
 
-    def _fuse_in_place(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.rse(*self.relation_inputs(x, z)).add_(x)  # the RSE's output is new
+    def _fuse_in_place(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        # Into x, a band of rows at a time, key and value from a before upsampling.
+        return self.rse.add_to_(x, a)
 
     def embeddings(self, x: torch.Tensor, z: torch.Tensor):
         """The RSE's query, key, value and pos for this fusion's inputs (Fig. 4)."""
@@ -59,3 +60,7 @@ class SelfRelationFusion(RelationalSemanticsPropagator):
 
     kind = "self"
     query_from = "z"
+
+    def _fuse_in_place(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        z = upsample_to(a, x)  # the query needs z itself
+        return self.rse(z, z).add_(x)  # the RSE's output is new

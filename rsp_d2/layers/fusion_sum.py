@@ -4,7 +4,7 @@ Pure PyTorch: nothing here imports detectron2.
 """
 import torch
 
-from .fusion_base import Fusion, FusionSettings
+from .fusion_base import Fusion, FusionSettings, upsample_to
 
 __all__ = ["SumFusion"]
 
@@ -24,5 +24,5 @@ class SumFusion(Fusion):
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return x + z
 
-    def _fuse_in_place(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return z.add_(x)
+    def _fuse_in_place(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return upsample_to(a, x).add_(x)

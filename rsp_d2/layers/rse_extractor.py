@@ -9,8 +9,13 @@ from torch import nn
 from .rse import run_rse
 from .rse_checks import InvalidArgument, RSEWindow
 from .rse_reference import relative_position_map, run_relation_weights
+from .row_bands import band_upsampler, row_bands
 
-__all__ = ["RelationalSemanticsExtractor"]
+__all__ = ["RelationalSemanticsExtractor", "BAND_ROWS"]
+
+# Output rows per band of add_to_: its transient maps are a band of this many rows plus the
+# window's reach on each side, which the band computes twice (once as its neighbour's).
+BAND_ROWS = 16
 
 
 class RelationalSemanticsExtractor(nn.Module):
@@ -52,21 +57,66 @@ class RelationalSemanticsExtractor(nn.Module):
     def dilation(self) -> int:
         return self.window.dilation
 
+    def _key_value(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, C/d + C, H, W): f_k(z) and f_v(z) stacked, as one 1x1 conv: z is read once, by
+        one larger matrix product (the modules keep their own parameters, so checkpoints are
+        unchanged)."""
+        return F.conv2d(z, torch.cat([self.key.weight, self.value.weight]),
+                        torch.cat([self.key.bias, self.value.bias]))
+
+    def _split_key_value(self, kv: torch.Tensor):
+        return kv.split([self.key.out_channels, self.value.out_channels], dim=1)
+
+    def _pos_embedding(self, dtype: torch.dtype):
+        return self.pos(self.pos_map.to(dtype)) if self.pos is not None else None
+
     def embeddings(self, x: torch.Tensor, z: torch.Tensor):
         """query (N, C/d, H, W), key (N, C/d, H, W), value (N, C, H, W), pos (k*k, C/d) or None."""
-        pos = self.pos(self.pos_map.to(x.dtype)) if self.pos is not None else None
-        # f_k and f_v as one 1x1 conv: z is read once, by one larger matrix product (the
-        # modules keep their own parameters, so checkpoints are unchanged).
-        kv = F.conv2d(z, torch.cat([self.key.weight, self.value.weight]),
-                      torch.cat([self.key.bias, self.value.bias]))
-        key, value = kv.split([self.key.out_channels, self.value.out_channels], dim=1)
-        return self.query(x), key, value, pos
+        key, value = self._split_key_value(self._key_value(z))
+        return self.query(x), key, value, self._pos_embedding(x.dtype)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) low-level map; z: (N, C, H, W) high-level map upsampled to x.
         Returns z-hat: (N, C, H, W)."""
         q, k, v, pos = self.embeddings(x, z)
         return run_rse(q, k, v, pos, self.window, self.num_heads, self.impl)
+
+    @torch.no_grad()
+    def add_to_(self, x: torch.Tensor, a: torch.Tensor, rows: int = BAND_ROWS) -> torch.Tensor:
+        """``x + forward(x, up(a))`` written into x, without autograd: the RSP of Eq. 4 at
+        inference, where ``up`` resizes bilinearly to x's size (align_corners=False, as the
+        head does), holding the relation's maps one band of rows at a time.
+
+        z = up(a) is never made: f_k and f_v are 1x1 convs and bilinear upsampling is linear
+        with weights summing to 1, so f(up(a)) = up(f(a)); key and value are computed at a's
+        size and upsampled one band at a time (:func:`band_upsampler`). Each band's query is
+        computed from x before the band above it writes its result (its rows overlap the
+        window's reach). The same values as the plain call up to float rounding (the products
+        and the interpolation swap places).
+
+        Args:
+            x: (N, C, H, W) the low-level map, overwritten with the result.
+            a: (N, C, h, w) the high-level map at its own size.
+            rows: output rows per band (at least the window's reach).
+
+        Returns:
+            x.
+        """
+        height, width = x.shape[-2:]
+        key_value = band_upsampler(self._key_value(a), (height, width))
+        pos = self._pos_embedding(x.dtype)
+        reach = self.dilation * (self.kernel_size // 2)
+        done = None  # the band above: (rows of x, their result), written once read
+        for r0, r1, lo, hi in row_bands(height, max(rows, reach), reach):
+            query = self.query(x[..., lo:hi, :])
+            if done is not None:
+                x[..., done[0], :] += done[1]
+            key, value = self._split_key_value(key_value(lo, hi))
+            out = run_rse(query, key, value, pos, self.window, self.num_heads, self.impl)
+            done = (slice(r0, r1), out[..., r0 - lo:r1 - lo, :])
+            del query, key, value, out
+        x[..., done[0], :] += done[1]
+        return x
 
     @torch.no_grad()
     def relation_weights(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

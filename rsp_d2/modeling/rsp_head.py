@@ -10,7 +10,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..layers import FUSIONS, FusionSettings, InvalidArgument, build_fusion
+from ..layers import FUSIONS, FusionSettings, InvalidArgument, build_fusion, is_exporting
+from ..layers.group_norm import group_norm_relu_
 from .losses import bootstrapped_cross_entropy
 
 __all__ = ["RSPHead"]
@@ -213,19 +214,33 @@ class RSPHead(nn.Module):
         Semantic FPN); the others are computed when their fusion needs them, and without
         autograd a fusion that nothing observes writes into the memory of its inputs
         (:meth:`~rsp_d2.layers.Fusion.fuse_`), so that inference does not hold all Q_l and
-        all A_l at once."""
+        all A_l at once (the RSP also never makes up(A_{l+1}) at Q_l's size)."""
         finest, coarsest = self.in_features[0], self.in_features[-1]
-        q_finest = self.q_convs[finest](features[finest])
-        a = q_finest if finest == coarsest else self.q_convs[coarsest](features[coarsest])
+        q_finest = self._q(finest, features)
+        a = q_finest if finest == coarsest else self._q(coarsest, features)
         yield a
         for key, _, fine in self.fusion_pairs():
-            x = q_finest if fine == finest else self.q_convs[fine](features[fine])
-            z = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            x = q_finest if fine == finest else self._q(fine, features)
             if fine == finest:
                 del q_finest  # x is its only reference now: the fusion may write into it
-            a = self.fusions[key].fuse_(x, z)
-            del x, z
+            a = self.fusions[key].fuse_(x, a)  # upsamples a to x's size as it needs
+            del x
             yield a
+
+    def _q(self, level: str, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Q_l. At inference with GroupNorm the norm and ReLU overwrite the conv's output
+        (:func:`~rsp_d2.layers.group_norm.group_norm_relu_`), so the level's map exists once,
+        not twice; a module that is observed (hooks), traced or exported, or maps in another
+        dtype than float32/float64 (mixed precision), runs as the module it is."""
+        conv, p = self.q_convs[level], features[level]
+        norm = conv.norm
+        if (torch.is_grad_enabled() or is_exporting() or not isinstance(norm, nn.GroupNorm)
+                or conv.activation is not _relu_ or torch.is_autocast_cpu_enabled()
+                or p.dtype not in (torch.float32, torch.float64)
+                or any(m._forward_hooks or m._forward_pre_hooks for m in (conv, norm))):
+            return conv(p)
+        return group_norm_relu_(F.conv2d(p, conv.weight, conv.bias, conv.stride, conv.padding,
+                                         conv.dilation, conv.groups), norm)
 
     def fusion_pairs(self) -> List[Tuple[str, str, str]]:
         """[(name, coarse level, fine level)] of the fusions, top-down (coarsest pair first,
