@@ -50,7 +50,7 @@ def _rsp(kernel_size=3, dilation=1, num_heads=1, channels=16, impl="auto"):
 
 @pytest.mark.parametrize("kernel_size,dilation,num_heads,rows,fine,coarse", [
     (3, 1, 1, 2, (19, 13), (10, 7)),   # many bands, an odd size
-    (5, 2, 2, 3, (16, 12), (8, 6)),    # rows below the reach (4): bands of 4
+    (5, 2, 2, 3, (16, 12), (8, 6)),    # rows below the reach (4)
     (7, 1, 1, 16, (32, 20), (16, 10)),  # the paper's window, two bands
     (3, 1, 1, 64, (12, 9), (6, 5)),    # one band
 ])
@@ -69,20 +69,33 @@ def test_add_to_matches_the_plain_call(kernel_size, dilation, num_heads, rows, f
 
 def test_add_to_holds_only_bands(monkeypatch):
     # Every relation call sees one band (its rows and the window's reach), with key and value
-    # computed from the coarse map.
+    # computed from the coarse map and upsampled a band at a time: nothing of x's whole size.
     fusion = _rsp(kernel_size=5)
     x, a = torch.randn(1, 16, 40, 24), torch.randn(1, 16, 20, 12)
-    calls, kv_inputs = [], []
-    run_rse = rse_extractor.run_rse
+    calls, kv_inputs, upsampled = [], [], []
+    run_rse, interpolate = rse_extractor.run_rse, F.interpolate
     key_value = type(fusion.rse)._key_value
     monkeypatch.setattr(rse_extractor, "run_rse",
                         lambda q, k, v, *args: calls.append(q.shape[-2:]) or run_rse(q, k, v, *args))
     monkeypatch.setattr(type(fusion.rse), "_key_value",
                         lambda self, z: kv_inputs.append(z.shape[-2:]) or key_value(self, z))
+    monkeypatch.setattr(F, "interpolate",
+                        lambda *args, **kw: upsampled.append(kw["size"]) or interpolate(*args, **kw))
     with torch.no_grad():
         fusion.rse.add_to_(x, a, rows=8)
     assert kv_inputs == [(20, 12)]
     assert len(calls) == 5 and all(h <= 8 + 2 * 2 and w == 24 for h, w in calls)
+    assert len(upsampled) == 5 and all(h < 40 for h, _ in upsampled)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_add_to_bands_thinner_than_the_reach(rows):
+    fusion = _rsp(kernel_size=7, dilation=2)  # reach 6
+    x, a = torch.randn(1, 16, 16, 8), torch.randn(1, 16, 8, 4)
+    with torch.no_grad():
+        expected = fusion(x, upsample_to(a, x))
+        got = fusion.rse.add_to_(x.clone(), a, rows=rows)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_add_to_under_bfloat16_autocast():

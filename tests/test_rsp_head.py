@@ -13,7 +13,8 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from rsp_d2.layers import FUSIONS, FusionSettings, build_fusion, fusion_has_relation
-from rsp_d2.modeling import RSPHead
+from rsp_d2.layers.group_norm import group_norm_relu_
+from rsp_d2.modeling import RSPHead, rsp_head
 from rsp_d2.analysis.paper_tables import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,22 +203,30 @@ def test_head_inference_in_place_spares_observed_fusions():
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_head_inference_q_in_place_matches_the_modules():
+def test_head_inference_q_in_place_matches_the_modules(monkeypatch):
     # At inference each Q_l's norm and ReLU overwrite the conv's output (RSPHead._q): the
-    # modules' values; a hooked conv is run as the module (its hooks see the call).
+    # modules' values; a hooked conv is run as the module (its hooks see the call), and so is
+    # a conv whose output is not a contiguous float map (channels_last).
     torch.manual_seed(0)
     shapes = _shapes(["p2", "p3", "p4"])
     head = RSPHead(shapes, num_classes=5, conv_dims=32, fusion=["rsp", "sum"], kernel_size=3,
                    norm="GN").eval()
     feats = {k: v * 2 + 3 for k, v in _features(shapes, 40, 56).items()}
+    in_place = []
+    monkeypatch.setattr(rsp_head, "group_norm_relu_",
+                        lambda y, norm: in_place.append(y.shape) or group_norm_relu_(y, norm))
     with torch.no_grad():
         for level, conv in head.q_convs.items():
             torch.testing.assert_close(head._q(level, feats), conv(feats[level]))
+        assert len(in_place) == 3
+        last = feats["p4"].to(memory_format=torch.channels_last)
+        torch.testing.assert_close(head._q("p4", {"p4": last}), head.q_convs["p4"](last))
+        assert len(in_place) == 3
         calls = []
         handle = head.q_convs["p3"].register_forward_hook(lambda *args: calls.append(args))
         head.layers(feats)
         handle.remove()
-    assert len(calls) == 1
+    assert len(calls) == 1 and len(in_place) == 5  # p2 and p4 in place, p3 as the module
 
 
 def test_head_loss_contract():

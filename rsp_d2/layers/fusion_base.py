@@ -73,10 +73,10 @@ class Fusion(nn.Module):
         the fusion may write the result into x's memory and decide how and whether z is made
         (:meth:`_fuse_in_place`): inference then holds fewer maps of each level. The same
         values as the plain call, up to float rounding where the fusion says so. A fusion that
-        is observed (forward hooks: the head trace keeps its inputs), traced or exported gets
-        the plain call, which leaves x intact and records the paper's form of the fusion."""
-        if (torch.is_grad_enabled() or self._forward_hooks or self._forward_pre_hooks
-                or is_exporting()):
+        is observed (forward hooks on it or its modules: the head trace keeps its inputs),
+        traced or exported gets the plain call, which leaves x intact and records the paper's form of the fusion."""
+        if (torch.is_grad_enabled() or is_exporting()
+                or any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())):
             return self(x, upsample_to(a, x))
         return self._fuse_in_place(x, a)
 

@@ -42,7 +42,8 @@ class RelationalSemanticsPropagator(Fusion):
         return x + self.rse(*self.relation_inputs(x, z))
 
     def _fuse_in_place(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        # Into x, a band of rows at a time, key and value from a before upsampling.
+        if (self.query_from, self.key_from) != ("x", "z"):  # add_to_ is the query-from-x form
+            return super()._fuse_in_place(x, a)
         return self.rse.add_to_(x, a)
 
     def embeddings(self, x: torch.Tensor, z: torch.Tensor):

@@ -13,8 +13,10 @@ from .row_bands import band_upsampler, row_bands
 
 __all__ = ["RelationalSemanticsExtractor", "BAND_ROWS"]
 
-# Output rows per band of add_to_: its transient maps are a band of this many rows plus the
-# window's reach on each side, which the band computes twice (once as its neighbour's).
+# Output rows per band of add_to_. Each band also computes the relation (and f_q) on the
+# window's reach above and below it, output that is thrown away: fewer rows hold smaller
+# transient maps but repeat more of that work. tools/benchmark.py's inference memory did not
+# move between 8 and 32 rows at the paper's size.
 BAND_ROWS = 16
 
 
@@ -65,9 +67,11 @@ class RelationalSemanticsExtractor(nn.Module):
                         torch.cat([self.key.bias, self.value.bias]))
 
     def _split_key_value(self, kv: torch.Tensor):
+        """(N, C/d + C, H, W) -> key (N, C/d, H, W), value (N, C, H, W), views."""
         return kv.split([self.key.out_channels, self.value.out_channels], dim=1)
 
     def _pos_embedding(self, dtype: torch.dtype):
+        """f_p(p) (k*k, C/d) of Eq. 3 in `dtype`, or None without the position embedding."""
         return self.pos(self.pos_map.to(dtype)) if self.pos is not None else None
 
     def embeddings(self, x: torch.Tensor, z: torch.Tensor):
@@ -85,19 +89,23 @@ class RelationalSemanticsExtractor(nn.Module):
     def add_to_(self, x: torch.Tensor, a: torch.Tensor, rows: int = BAND_ROWS) -> torch.Tensor:
         """``x + forward(x, up(a))`` written into x, without autograd: the RSP of Eq. 4 at
         inference, where ``up`` resizes bilinearly to x's size (align_corners=False, as the
-        head does), holding the relation's maps one band of rows at a time.
+        head does), with the relation's maps held one band of rows at a time.
 
-        z = up(a) is never made: f_k and f_v are 1x1 convs and bilinear upsampling is linear
-        with weights summing to 1, so f(up(a)) = up(f(a)); key and value are computed at a's
-        size and upsampled one band at a time (:func:`band_upsampler`). Each band's query is
-        computed from x before the band above it writes its result (its rows overlap the
-        window's reach). The same values as the plain call up to float rounding (the products
-        and the interpolation swap places).
+        f_k and f_v are 1x1 convs and bilinear upsampling is linear with weights summing to 1,
+        so f(up(a)) = up(f(a)): key and value are computed at a's size and upsampled a band at
+        a time when x's height is a's times a power of two (an FPN's levels on an input padded
+        to the coarsest stride), else once, whole (:func:`band_upsampler`); z = up(a) itself is
+        never made. Each band's query and relation also cover the window's reach above and
+        below it, whose output is dropped: f_q is 1x1, so the rows a band keeps read only
+        their own query, computed before anything is written. The same values as the plain
+        call up to float rounding (the products and the interpolation swap places); fewer
+        multiply-adds in f_k, f_v, more in the relation (the reach), than the paper's form that
+        the FLOP counts trace.
 
         Args:
             x: (N, C, H, W) the low-level map, overwritten with the result.
             a: (N, C, h, w) the high-level map at its own size.
-            rows: output rows per band (at least the window's reach).
+            rows: output rows per band.
 
         Returns:
             x.
@@ -106,16 +114,12 @@ class RelationalSemanticsExtractor(nn.Module):
         key_value = band_upsampler(self._key_value(a), (height, width))
         pos = self._pos_embedding(x.dtype)
         reach = self.dilation * (self.kernel_size // 2)
-        done = None  # the band above: (rows of x, their result), written once read
-        for r0, r1, lo, hi in row_bands(height, max(rows, reach), reach):
+        for r0, r1, lo, hi in row_bands(height, rows, reach):
             query = self.query(x[..., lo:hi, :])
-            if done is not None:
-                x[..., done[0], :] += done[1]
-            key, value = self._split_key_value(key_value(lo, hi))
+            key, value = self._split_key_value(key_value(lo, hi).to(query.dtype))
             out = run_rse(query, key, value, pos, self.window, self.num_heads, self.impl)
-            done = (slice(r0, r1), out[..., r0 - lo:r1 - lo, :])
+            x[..., r0:r1, :] += out[..., r0 - lo:r1 - lo, :]
             del query, key, value, out
-        x[..., done[0], :] += done[1]
         return x
 
     @torch.no_grad()

@@ -230,17 +230,20 @@ class RSPHead(nn.Module):
     def _q(self, level: str, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Q_l. At inference with GroupNorm the norm and ReLU overwrite the conv's output
         (:func:`~rsp_d2.layers.group_norm.group_norm_relu_`), so the level's map exists once,
-        not twice; a module that is observed (hooks), traced or exported, or maps in another
-        dtype than float32/float64 (mixed precision), runs as the module it is."""
+        not twice. A module that is observed (hooks), traced or exported runs as the module it
+        is; so does the norm of an output in another dtype than its input's (mixed precision,
+        where GroupNorm computes in float32) or than float32/float64, or not contiguous."""
         conv, p = self.q_convs[level], features[level]
         norm = conv.norm
         if (torch.is_grad_enabled() or is_exporting() or not isinstance(norm, nn.GroupNorm)
-                or conv.activation is not _relu_ or torch.is_autocast_cpu_enabled()
-                or p.dtype not in (torch.float32, torch.float64)
+                or conv.activation is not _relu_
                 or any(m._forward_hooks or m._forward_pre_hooks for m in (conv, norm))):
             return conv(p)
-        return group_norm_relu_(F.conv2d(p, conv.weight, conv.bias, conv.stride, conv.padding,
-                                         conv.dilation, conv.groups), norm)
+        y = conv._conv_forward(p, conv.weight, conv.bias)
+        if (y.dtype != p.dtype or y.dtype not in (torch.float32, torch.float64)
+                or not y.is_contiguous()):
+            return _relu_(norm(y))
+        return group_norm_relu_(y, norm)
 
     def fusion_pairs(self) -> List[Tuple[str, str, str]]:
         """[(name, coarse level, fine level)] of the fusions, top-down (coarsest pair first,
