@@ -17,7 +17,16 @@ from torch import nn
 
 from .rse_common import is_exporting
 
-__all__ = ["Fusion", "FusionSettings", "upsample_to"]
+__all__ = ["Fusion", "FusionSettings", "upsample_to", "runs_as_defined"]
+
+
+def runs_as_defined(module: nn.Module) -> bool:
+    """Whether `module` must run its plain forward rather than an inference form that
+    overwrites its inputs: autograd is on, a graph is being traced or exported (which must
+    record the paper's form), or it or one of its modules is observed by forward hooks (the
+    head trace keeps what they see)."""
+    return (torch.is_grad_enabled() or is_exporting()
+            or any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()))
 
 
 def upsample_to(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -72,11 +81,10 @@ class Fusion(nn.Module):
         level; a is the aggregated map of the level above at its own size). Without autograd
         the fusion may write the result into x's memory and decide how and whether z is made
         (:meth:`_fuse_in_place`): inference then holds fewer maps of each level. The same
-        values as the plain call, up to float rounding where the fusion says so. A fusion that
-        is observed (forward hooks on it or its modules: the head trace keeps its inputs),
-        traced or exported gets the plain call, which leaves x intact and records the paper's form of the fusion."""
-        if (torch.is_grad_enabled() or is_exporting()
-                or any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())):
+        values as the plain call, up to float rounding where the fusion says so. Where
+        :func:`runs_as_defined` (autograd, a trace or export, hooks) the plain call runs,
+        which leaves x intact and records the paper's form of the fusion."""
+        if runs_as_defined(self):
             return self(x, upsample_to(a, x))
         return self._fuse_in_place(x, a)
 

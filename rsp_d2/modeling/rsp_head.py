@@ -10,7 +10,8 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 
-from ..layers import FUSIONS, FusionSettings, InvalidArgument, build_fusion, is_exporting
+from ..layers import FUSIONS, FusionSettings, InvalidArgument, build_fusion
+from ..layers.fusion_base import runs_as_defined
 from ..layers.group_norm import group_norm_relu_
 from .losses import bootstrapped_cross_entropy
 
@@ -235,9 +236,8 @@ class RSPHead(nn.Module):
         where GroupNorm computes in float32) or than float32/float64, or not contiguous."""
         conv, p = self.q_convs[level], features[level]
         norm = conv.norm
-        if (torch.is_grad_enabled() or is_exporting() or not isinstance(norm, nn.GroupNorm)
-                or conv.activation is not _relu_
-                or any(m._forward_hooks or m._forward_pre_hooks for m in (conv, norm))):
+        if (runs_as_defined(conv) or not isinstance(norm, nn.GroupNorm)
+                or conv.activation is not _relu_):
             return conv(p)
         y = conv._conv_forward(p, conv.weight, conv.bias)
         if (y.dtype != p.dtype or y.dtype not in (torch.float32, torch.float64)
