@@ -1,13 +1,13 @@
-"""The RSP fusion at inference, one band of rows at a time (rsp_d2/layers/row_bands.py and
-RelationalSemanticsExtractor.add_to_): the same values as the plain call, and only bands of
-the relation's maps ever exist."""
+"""Inference one band of rows at a time (rsp_d2/layers/row_bands.py): the RSP fusion
+(RelationalSemanticsExtractor.add_to_) and the head's convs (conv2d_rows) give the same values
+as the plain call, and only bands of the relation's maps and of the convs' inputs exist."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rsp_d2.layers import FusionSettings, build_fusion, rse_extractor
 from rsp_d2.layers.fusion_base import upsample_to
-from rsp_d2.layers.row_bands import band_upsampler, row_bands
+from rsp_d2.layers.row_bands import band_upsampler, conv2d_rows, row_bands
 
 
 @pytest.mark.parametrize("height,rows,reach", [(1, 4, 3), (10, 3, 1), (16, 16, 3), (17, 4, 5)])
@@ -40,6 +40,52 @@ def test_band_upsampler_gives_the_rows_of_the_whole_map(coarse, fine):
     for lo in range(fine[0]):
         for hi in range(lo + 1, fine[0] + 1):
             assert torch.equal(rows(lo, hi), whole[..., lo:hi, :]), (lo, hi)
+
+
+@pytest.mark.parametrize("conv_args,height", [
+    (dict(kernel_size=3, padding=1), 23),                   # the head's 3x3 conv
+    (dict(kernel_size=3, padding=2, dilation=2), 21),       # dilated
+    (dict(kernel_size=5, padding=1, bias=False), 22),       # narrower than the kernel's reach
+    (dict(kernel_size=1, padding=3, groups=2), 17),         # bands wholly in the padding
+    (dict(kernel_size=(3, 1), padding=(1, 0)), 20),         # rectangular
+])
+def test_conv2d_rows_matches_the_whole_conv(monkeypatch, conv_args, height):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, **conv_args)
+    x = torch.randn(2, 4, height, 9)
+    with torch.no_grad():
+        expected = conv(x)
+        calls = []
+        conv2d = F.conv2d
+        monkeypatch.setattr(F, "conv2d", lambda *a: calls.append(a) or conv2d(*a))
+        got = conv2d_rows(x, conv, rows=3)
+    torch.testing.assert_close(got, expected)
+    assert len(calls) == -(-expected.shape[-2] // 3)  # one call per band of 3 output rows
+    assert all(a[0].shape[-2] <= 3 + conv.dilation[0] * (conv.kernel_size[0] - 1) for a in calls)
+
+
+@pytest.mark.parametrize("conv_args,height", [
+    (dict(kernel_size=3, padding=1), 12),                        # at most four bands
+    (dict(kernel_size=3, padding=1, stride=2), 40),              # strided
+    (dict(kernel_size=3, padding="same"), 40),                   # string padding
+    (dict(kernel_size=3, padding=1, padding_mode="reflect"), 40),  # not zeros
+])
+def test_conv2d_rows_runs_whole_where_bands_do_not_apply(conv_args, height, device="cpu"):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, **conv_args).to(device)
+    x = torch.randn(1, 4, height, 7, device=device)
+    whole = []
+    conv_forward = conv._conv_forward
+    conv._conv_forward = lambda *a: whole.append(a) or conv_forward(*a)
+    with torch.no_grad():
+        got = conv2d_rows(x, conv, rows=3)
+    assert len(whole) == 1 and torch.equal(got, conv_forward(x, conv.weight, conv.bias))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_conv2d_rows_runs_whole_on_cuda():
+    test_conv2d_rows_runs_whole_where_bands_do_not_apply(dict(kernel_size=3, padding=1), 40,
+                                                         device="cuda")
 
 
 def _rsp(kernel_size=3, dilation=1, num_heads=1, channels=16, impl="auto"):
@@ -105,3 +151,18 @@ def test_add_to_under_bfloat16_autocast():
         expected = fusion(x, upsample_to(a, x)).float()
         got = fusion.rse.add_to_(x.clone(), a, rows=5)
     torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("x_dtype,a_dtype", [(torch.float32, torch.float32),
+                                             (torch.float32, torch.bfloat16),
+                                             (torch.bfloat16, torch.float32)])
+def test_sum_fusion_in_bands_is_the_plain_sum(x_dtype, a_dtype):
+    # The sum adds up(a) into x a band of rows at a time: bit for bit x + z, in the dtype
+    # x + z has (a wider a's dtype wins, as in the plain call).
+    torch.manual_seed(0)
+    fusion = build_fusion("sum", 4, FusionSettings()).eval()
+    x, a = torch.randn(1, 4, 40, 6).to(x_dtype), torch.randn(1, 4, 10, 3).to(a_dtype)
+    with torch.no_grad():
+        expected = fusion(x, upsample_to(a, x))
+        got = fusion.fuse_(x.clone(), a)
+    assert got.dtype == expected.dtype and torch.equal(got, expected)

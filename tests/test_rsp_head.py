@@ -14,6 +14,7 @@ from detectron2.utils.events import EventStorage
 
 from rsp_d2.layers import FUSIONS, FusionSettings, build_fusion, fusion_has_relation
 from rsp_d2.layers.group_norm import group_norm_relu_
+from rsp_d2.layers.row_bands import conv2d_rows
 from rsp_d2.modeling import RSPHead, rsp_head
 from rsp_d2.analysis.paper_tables import load_config
 
@@ -206,7 +207,8 @@ def test_head_inference_in_place_spares_observed_fusions():
 def test_head_inference_q_in_place_matches_the_modules(monkeypatch):
     # At inference each Q_l's norm and ReLU overwrite the conv's output (RSPHead._q): the
     # modules' values; a hooked conv is run as the module (its hooks see the call), and so is
-    # a conv whose output is not a contiguous float map (channels_last).
+    # a conv whose output is not a contiguous float map (channels_last), and the norm of a
+    # bfloat16 output under autocast.
     torch.manual_seed(0)
     shapes = _shapes(["p2", "p3", "p4"])
     head = RSPHead(shapes, num_classes=5, conv_dims=32, fusion=["rsp", "sum"], kernel_size=3,
@@ -227,6 +229,35 @@ def test_head_inference_q_in_place_matches_the_modules(monkeypatch):
         head.layers(feats)
         handle.remove()
     assert len(calls) == 1 and len(in_place) == 5  # p2 and p4 in place, p3 as the module
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):  # conv and norm in bfloat16
+        for level, conv in head.q_convs.items():
+            expected = conv(feats[level])
+            got = head._q(level, feats)
+            assert got.dtype == expected.dtype == torch.bfloat16 and torch.equal(got, expected)
+    assert len(in_place) == 5
+
+
+@pytest.mark.parametrize("norm", ["GN", "BN", ""])
+def test_head_inference_q_reads_its_input_in_bands(monkeypatch, norm):
+    # At inference each Q_l's conv reads its input a band of rows at a time (conv2d_rows),
+    # whatever the norm; the norm and activation follow as Detectron2's Conv2d applies them.
+    torch.manual_seed(0)
+    shapes = _shapes(["p2", "p3"])
+    head = RSPHead(shapes, num_classes=5, conv_dims=32, fusion=["rsp"], kernel_size=3,
+                   norm=norm).eval()
+    for conv in head.q_convs.values():
+        if conv.norm is not None:  # not the identity that a fresh norm is
+            torch.nn.init.uniform_(conv.norm.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(conv.norm.bias, -0.5, 0.5)
+    feats = {k: v * 2 + 3 for k, v in _features(shapes, 48, 32).items()}  # p2: 12 rows
+    banded = []
+    monkeypatch.setattr(rsp_head, "BAND_ROWS", 2)
+    monkeypatch.setattr(rsp_head, "conv2d_rows", lambda x, conv, rows: banded.append(
+        (x.shape[-2], rows)) or conv2d_rows(x, conv, rows))
+    with torch.no_grad():
+        for level, conv in head.q_convs.items():
+            torch.testing.assert_close(head._q(level, feats), conv(feats[level]))
+    assert banded == [(12, 2), (6, 2)]  # p2 runs in 6 bands, p3 (at most four) whole
 
 
 def test_head_loss_contract():

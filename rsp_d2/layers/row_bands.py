@@ -2,9 +2,10 @@
 
 The RSP fusion at inference (:meth:`RelationalSemanticsExtractor.add_to_
 <rsp_d2.layers.rse_extractor.RelationalSemanticsExtractor.add_to_>`) holds the relation's
-upsampled key and value, its logits and its output one band at a time instead of whole maps:
-each band reads `reach` rows more on each side, so every output row sees exactly the rows it
-would see on the whole map.
+upsampled key and value, its logits and its output one band at a time instead of whole maps,
+and the head's 3x3 convs (:func:`conv2d_rows`) read their input a band at a time: each band
+reads `reach` rows more on each side, so every output row sees exactly the rows it would see
+on the whole map.
 
 Pure PyTorch: nothing here imports detectron2.
 """
@@ -12,8 +13,16 @@ from typing import Callable, Iterator, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["row_bands", "band_upsampler"]
+__all__ = ["BAND_ROWS", "row_bands", "band_upsampler", "conv2d_rows"]
+
+# Output rows per band, at inference. A band of the relation also computes it (and f_q) on the
+# window's reach above and below, output that is thrown away, and each band of a conv is a
+# call of its own: fewer rows hold smaller transient maps but repeat more of that work.
+# tools/benchmark.py's inference memory did not move between 8 and 32 rows at the paper's
+# size; the head's 3x3 convs on the CPU ran fastest with bands of 8 to 24 rows.
+BAND_ROWS = 16
 
 
 def row_bands(height: int, rows: int, reach: int) -> Iterator[Tuple[int, int, int, int]]:
@@ -53,3 +62,43 @@ def band_upsampler(t: torch.Tensor, size: Tuple[int, int]) -> Callable[[int, int
         return part[..., lo - c0 * ratio:hi - c0 * ratio, :]
 
     return rows
+
+
+def conv2d_rows(x: torch.Tensor, conv: nn.Conv2d, rows: int) -> torch.Tensor:
+    """``conv._conv_forward(x, conv.weight, conv.bias)`` computed `rows` output rows at a time
+    into one output map, (N, C_out, H_out, W_out) from x (N, C_in, H, W).
+
+    A convolution library copies its whole input into its own layout before it computes (on
+    the CPU, oneDNN's blocked formats): on the finest FPN level that copy is larger than the
+    conv's output. A band's input is the rows its output reads (the kernel's reach above and
+    below, zero rows where that falls outside the map), so only a band's copy exists at a
+    time, and it stays in cache. Each output pixel sums the same products as on the whole map.
+    A conv on another device than the CPU (whose libraries make no such copy, and where each
+    band would be a kernel launch), with a stride, a padding mode other than zeros or a string
+    padding, or on a map of at most four bands (where the calls' overhead outweighs what the
+    bands save), runs whole.
+    """
+    if (x.device.type != "cpu" or conv.stride != (1, 1) or conv.padding_mode != "zeros"
+            or isinstance(conv.padding, str)):
+        return conv._conv_forward(x, conv.weight, conv.bias)
+    height = x.shape[-2]
+    pad_h, pad_w = conv.padding
+    reach = conv.dilation[0] * (conv.kernel_size[0] - 1)  # an output row reads reach + 1 rows
+    out_height = height + 2 * pad_h - reach
+    if out_height <= 4 * rows:
+        return conv._conv_forward(x, conv.weight, conv.bias)
+    out = None
+    for r0 in range(0, out_height, rows):
+        r1 = min(r0 + rows, out_height)
+        lo, hi = r0 - pad_h, r1 - pad_h + reach  # input rows [lo, hi), some maybe padding
+        a, b = min(max(lo, 0), height), min(max(hi, 0), height)
+        band = x[..., a:b, :]
+        above = max(min(-lo, hi - lo), 0)
+        below = hi - lo - above - (b - a)
+        if above or below:
+            band = F.pad(band, (0, 0, above, below))
+        y = F.conv2d(band, conv.weight, conv.bias, 1, (0, pad_w), conv.dilation, conv.groups)
+        if out is None:  # the first band's dtype: autocast may compute in another than x's
+            out = y.new_empty(y.shape[:2] + (out_height, y.shape[-1]))
+        out[..., r0:r1, :] = y
+    return out

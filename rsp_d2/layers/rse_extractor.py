@@ -9,15 +9,9 @@ from torch import nn
 from .rse import run_rse
 from .rse_checks import InvalidArgument, RSEWindow
 from .rse_reference import relative_position_map, run_relation_weights
-from .row_bands import band_upsampler, row_bands
+from .row_bands import BAND_ROWS, band_upsampler, row_bands
 
-__all__ = ["RelationalSemanticsExtractor", "BAND_ROWS"]
-
-# Output rows per band of add_to_. Each band also computes the relation (and f_q) on the
-# window's reach above and below it, output that is thrown away: fewer rows hold smaller
-# transient maps but repeat more of that work. tools/benchmark.py's inference memory did not
-# move between 8 and 32 rows at the paper's size.
-BAND_ROWS = 16
+__all__ = ["RelationalSemanticsExtractor"]
 
 
 class RelationalSemanticsExtractor(nn.Module):

@@ -13,6 +13,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from ..layers import FUSIONS, FusionSettings, InvalidArgument, build_fusion
 from ..layers.fusion_base import runs_as_defined
 from ..layers.group_norm import group_norm_relu_
+from ..layers.row_bands import BAND_ROWS, conv2d_rows
 from .losses import bootstrapped_cross_entropy
 
 __all__ = ["RSPHead"]
@@ -229,21 +230,25 @@ class RSPHead(nn.Module):
             yield a
 
     def _q(self, level: str, features: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Q_l. At inference with GroupNorm the norm and ReLU overwrite the conv's output
-        (:func:`~rsp_d2.layers.group_norm.group_norm_relu_`), so the level's map exists once,
-        not twice. A module that is observed (hooks), traced or exported runs as the module it
-        is; so does the norm of an output in another dtype than its input's (mixed precision,
-        where GroupNorm computes in float32) or than float32/float64, or not contiguous."""
+        """Q_l. At inference the conv reads its input a band of rows at a time
+        (:func:`~rsp_d2.layers.row_bands.conv2d_rows`: the conv library's copy of the widest
+        input map is never whole), and with GroupNorm the norm and ReLU overwrite the conv's
+        output (:func:`~rsp_d2.layers.group_norm.group_norm_relu_`), so the level's map exists
+        once, not twice. A module that is observed (hooks), traced or exported runs as the
+        module it is; the norm runs as its module on an output in another dtype than its
+        input's (mixed precision: on the CPU GroupNorm then computes in the output's bfloat16,
+        which is faster than writing into it) or than float32/float64, or not contiguous."""
         conv, p = self.q_convs[level], features[level]
-        norm = conv.norm
-        if (runs_as_defined(conv) or not isinstance(norm, nn.GroupNorm)
-                or conv.activation is not _relu_):
+        if runs_as_defined(conv):
             return conv(p)
-        y = conv._conv_forward(p, conv.weight, conv.bias)
-        if (y.dtype != p.dtype or y.dtype not in (torch.float32, torch.float64)
-                or not y.is_contiguous()):
-            return _relu_(norm(y))
-        return group_norm_relu_(y, norm)
+        y = conv2d_rows(p, conv, BAND_ROWS)
+        norm, activation = conv.norm, conv.activation
+        if (isinstance(norm, nn.GroupNorm) and activation is _relu_ and y.dtype == p.dtype
+                and y.dtype in (torch.float32, torch.float64) and y.is_contiguous()):
+            return group_norm_relu_(y, norm)
+        if norm is not None:  # then the activation, as detectron2's Conv2d.forward
+            y = norm(y)
+        return activation(y) if activation is not None else y
 
     def fusion_pairs(self) -> List[Tuple[str, str, str]]:
         """[(name, coarse level, fine level)] of the fusions, top-down (coarsest pair first,
