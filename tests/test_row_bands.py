@@ -69,17 +69,32 @@ def test_conv2d_rows_matches_the_whole_conv(monkeypatch, conv_args, height):
     (dict(kernel_size=3, padding=1, stride=2), 40),              # strided
     (dict(kernel_size=3, padding="same"), 40),                   # string padding
     (dict(kernel_size=3, padding=1, padding_mode="reflect"), 40),  # not zeros
+    (dict(kernel_size=3, padding=1), "channels_last"),           # the conv library's layout
 ])
 def test_conv2d_rows_runs_whole_where_bands_do_not_apply(conv_args, height, device="cpu"):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 6, **conv_args).to(device)
-    x = torch.randn(1, 4, height, 7, device=device)
+    x = torch.randn(1, 4, 40 if height == "channels_last" else height, 7, device=device)
+    if height == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
     whole = []
     conv_forward = conv._conv_forward
     conv._conv_forward = lambda *a: whole.append(a) or conv_forward(*a)
     with torch.no_grad():
         got = conv2d_rows(x, conv, rows=3)
     assert len(whole) == 1 and torch.equal(got, conv_forward(x, conv.weight, conv.bias))
+
+
+def test_conv2d_rows_under_autocast():
+    # The bands compute in autocast's bfloat16 like the whole conv; the output takes its dtype.
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 6, 3, padding=1)
+    x = torch.randn(1, 8, 30, 9)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        expected = conv(x)
+        got = conv2d_rows(x, conv, rows=4)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected)  # bfloat16's tolerance: another blocking may round apart
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -19,9 +19,8 @@ __all__ = ["BAND_ROWS", "row_bands", "band_upsampler", "conv2d_rows"]
 
 # Output rows per band, at inference. A band of the relation also computes it (and f_q) on the
 # window's reach above and below, output that is thrown away, and each band of a conv is a
-# call of its own: fewer rows hold smaller transient maps but repeat more of that work.
-# tools/benchmark.py's inference memory did not move between 8 and 32 rows at the paper's
-# size; the head's 3x3 convs on the CPU ran fastest with bands of 8 to 24 rows.
+# call of its own: fewer rows hold smaller transient maps but repeat more of that work
+# (docs/MODEL_ZOO.md gives what other band sizes measured).
 BAND_ROWS = 16
 
 
@@ -74,11 +73,13 @@ def conv2d_rows(x: torch.Tensor, conv: nn.Conv2d, rows: int) -> torch.Tensor:
     below, zero rows where that falls outside the map), so only a band's copy exists at a
     time, and it stays in cache. Each output pixel sums the same products as on the whole map.
     A conv on another device than the CPU (whose libraries make no such copy, and where each
-    band would be a kernel launch), with a stride, a padding mode other than zeros or a string
-    padding, or on a map of at most four bands (where the calls' overhead outweighs what the
-    bands save), runs whole.
+    band would be a kernel launch), on an input that is not a contiguous (N, C, H, W) map
+    (channels_last is the libraries' own layout), with a stride, a padding mode other than
+    zeros or a string padding, or on a map of at most four bands (where the calls' overhead
+    outweighs what the bands save), runs whole.
     """
-    if (x.device.type != "cpu" or conv.stride != (1, 1) or conv.padding_mode != "zeros"
+    if (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous()
+            or conv.stride != (1, 1) or conv.padding_mode != "zeros"
             or isinstance(conv.padding, str)):
         return conv._conv_forward(x, conv.weight, conv.bias)
     height = x.shape[-2]
@@ -88,8 +89,7 @@ def conv2d_rows(x: torch.Tensor, conv: nn.Conv2d, rows: int) -> torch.Tensor:
     if out_height <= 4 * rows:
         return conv._conv_forward(x, conv.weight, conv.bias)
     out = None
-    for r0 in range(0, out_height, rows):
-        r1 = min(r0 + rows, out_height)
+    for r0, r1, _, _ in row_bands(out_height, rows, 0):
         lo, hi = r0 - pad_h, r1 - pad_h + reach  # input rows [lo, hi), some maybe padding
         a, b = min(max(lo, 0), height), min(max(hi, 0), height)
         band = x[..., a:b, :]
