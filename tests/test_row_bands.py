@@ -32,9 +32,10 @@ def test_row_bands_refuse_empty_bands():
     ((4, 4), (12, 8)),    # x3: upsampled once, whole
     ((5, 7), (9, 13)),    # not a multiple: upsampled once, whole
 ])
-def test_band_upsampler_gives_the_rows_of_the_whole_map(coarse, fine):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_band_upsampler_gives_the_rows_of_the_whole_map(coarse, fine, dtype):
     torch.manual_seed(0)
-    t = torch.randn(2, 3, *coarse)
+    t = torch.randn(2, 3, *coarse).to(dtype)
     whole = F.interpolate(t, size=fine, mode="bilinear", align_corners=False)
     rows = band_upsampler(t, fine)
     for lo in range(fine[0]):
