@@ -208,27 +208,3 @@ def test_relation_share_only_where_it_can_be_attributed():
     assert relation_share(case("rsp4", "export", "inference"))["share"] > 0
     assert relation_share(case("rsp4", "export", "train")) is None
     assert relation_share(case("semantic_fpn", "auto", "train")) is None
-
-
-def test_repeated_memory_samples_are_independent_interpreters():
-    # The children of one fork server start from its heap and keep alike under glibc's default
-    # allocator: a median over them would be one sample. Repeated samples are newly started
-    # interpreters (spawn); a single one comes from the fork server.
-    import subprocess
-    import sys
-
-    code = """
-import multiprocessing
-from rsp_d2.analysis import benchmark
-started = []
-get_context = multiprocessing.get_context
-multiprocessing.get_context = lambda method: started.append(method) or get_context(method)
-case = dict(kind="rse", impl="reference", mode="fwd", n=1, m=4, c=4, h=6, w=6, k=3)
-one = benchmark.peak_extra_memory_mb(case)
-many = benchmark.peak_extra_memory_mb(case, samples=2)
-assert "peak_extra_mb" in one and len(many["samples_mb"]) == 2, (one, many)
-print(started)
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == "['forkserver', 'spawn', 'spawn']"

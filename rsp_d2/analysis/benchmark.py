@@ -8,8 +8,7 @@ which returns a zero-argument ``run()``. Time is wall-clock (``time.perf_counter
   its value after the inputs and the model exist and a tiny warm-up run has initialized the
   libraries, i.e. the extra resident memory the run needed at its peak, allocator slack and
   library workspaces included. Worker processes are forked from a ``forkserver`` that only
-  imported the modules, so nothing the benchmark process allocated is inherited; repeated
-  samples are newly started interpreters instead (``spawn``), independent of each other.
+  imported the modules, so nothing the benchmark process allocated is inherited.
   With ``freed_returned=True`` the worker first fixes glibc's mmap threshold at its initial
   128 KiB (``mallopt(M_MMAP_THRESHOLD)``, what ``MALLOC_MMAP_THRESHOLD_=131072`` does): every
   tensor then gets its own mapping, returned to the kernel when freed, so the high-water mark
@@ -171,13 +170,9 @@ def _measure_in_child(case: Dict, conn, freed_returned: bool = False):
         conn.send({"error": f"{type(e).__name__}: {e}"})
 
 
-def _peak_in_fresh_process(case: Dict, timeout: float, freed_returned: bool,
-                           independent: bool = False) -> Dict:
-    if independent:
-        ctx = multiprocessing.get_context("spawn")
-    else:
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(_PRELOAD)  # the server starts with the first worker
+def _peak_in_fresh_process(case: Dict, timeout: float, freed_returned: bool) -> Dict:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)  # the server starts with the first worker
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_measure_in_child, args=(case, child, freed_returned))
     proc.start()
@@ -198,13 +193,10 @@ def peak_extra_memory_mb(case: Dict, timeout: float = 600, freed_returned: bool 
     """{"peak_extra_mb": MiB} for one run of `case` in a fresh process, or {"error": ...};
     `freed_returned`: on the CPU, with glibc's mmap threshold fixed (see the module's doc).
     With `samples` > 1, that many fresh processes one after another: the median, and all of
-    them as "samples_mb". These are newly started interpreters, not children of the fork
-    server: under glibc's default allocator the heap that the run keeps depends on the state
-    the process starts from, which one fork server's children share (they measured alike
-    while two servers' differed by 18 MiB)."""
+    them as "samples_mb" (the heap glibc keeps differs from process to process by a few MiB)."""
     values = []
     for _ in range(samples):
-        result = _peak_in_fresh_process(case, timeout, freed_returned, independent=samples > 1)
+        result = _peak_in_fresh_process(case, timeout, freed_returned)
         if "error" in result:
             return result
         values.append(result["peak_extra_mb"])
