@@ -104,6 +104,19 @@ def test_conv2d_rows_runs_whole_on_cuda():
                                                          device="cuda")
 
 
+def test_band_upsampler_in_bfloat16_at_the_heads_width():
+    # The bfloat16 bands go through float32 on the CPU: still the whole map's rows bit for bit
+    # on maps as wide as the head's (the kernels' vector loops), channels_last, under autocast.
+    torch.manual_seed(0)
+    t = torch.randn(1, 8, 32, 256).bfloat16()
+    for source in (t, t.to(memory_format=torch.channels_last)):
+        with torch.autocast("cpu", torch.bfloat16):
+            whole = F.interpolate(source, size=(128, 512), mode="bilinear", align_corners=False)
+            rows = band_upsampler(source, (128, 512))
+            for r0, r1, _, _ in row_bands(128, 16, 0):
+                assert torch.equal(rows(r0, r1), whole[..., r0:r1, :]), r0
+
+
 def _rsp(kernel_size=3, dilation=1, num_heads=1, channels=16, impl="auto"):
     torch.manual_seed(0)
     return build_fusion("rsp", channels, FusionSettings(
