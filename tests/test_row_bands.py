@@ -95,7 +95,7 @@ def test_conv2d_rows_under_autocast():
         expected = conv(x)
         got = conv2d_rows(x, conv, rows=4)
     assert got.dtype == expected.dtype == torch.bfloat16
-    torch.testing.assert_close(got, expected)  # bfloat16's tolerance: another blocking may round apart
+    torch.testing.assert_close(got, expected)  # bfloat16 tolerance: blockings may round apart
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -212,10 +212,10 @@ class RSPHead(nn.Module):
 
     def _top_down(self, features: Dict[str, torch.Tensor]) -> Iterator[torch.Tensor]:
         """Yields A_top, ..., A_lowest. The finest level's Q comes first, while nothing else
-        is held (its 3x3 conv reads the widest input map); the others are computed when their fusion needs them, and without
-        autograd a fusion that nothing observes writes into the memory of its inputs
-        (:meth:`~rsp_d2.layers.Fusion.fuse_`), so that inference does not hold all Q_l and
-        all A_l at once (the RSP also never makes up(A_{l+1}) at Q_l's size)."""
+        is held (its 3x3 conv reads the widest input map); the others are computed when their
+        fusion needs them, and without autograd a fusion that nothing observes writes into the
+        memory of its inputs (:meth:`~rsp_d2.layers.Fusion.fuse_`), so that inference does not
+        hold all Q_l and all A_l at once (the RSP also never makes up(A_{l+1}) at Q_l's size)."""
         finest, coarsest = self.in_features[0], self.in_features[-1]
         q_finest = self._q(finest, features)
         a = q_finest if finest == coarsest else self._q(coarsest, features)
